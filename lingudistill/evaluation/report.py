@@ -1,0 +1,290 @@
+"""The recovery report: what a user reads to decide whether the job worked.
+
+`build_report` turns scores into one JSON-serialisable dict (schema below); `write_report` renders it as
+report.json, report.md and SVG plots. The JSON is what GET /v1/jobs/{id}/report serves.
+
+    {schema_version, name, passed,
+     language: {metric_note, suites: [{name, metric, n_items, teacher, before, after, delta, recovery,
+                                       recovery_note}],
+                average: {teacher, before, after}, mean_recovery, recovery_of_average, applicable_suites},
+     vision:   {suites: [{name, metric, n_items, before, after, retention}], average: {before, after},
+                retention, drop},
+     gates: [{name, threshold, value, passed, note}],
+     training: {steps, final: {...last metrics record}, loss_first, loss_last} | null,
+     provenance: {spec, seed, ...whatever the caller passed}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from lingudistill.evaluation import plots
+from lingudistill.evaluation.recovery import evaluate_gates, language_rows, mean, recovery, vision_rows
+from lingudistill.evaluation.scoring import SuiteScore
+from lingudistill.spec import JobSpec
+
+SCHEMA_VERSION = 1
+LOSS_KEYS = ("loss", "loss_ce", "loss_kd")
+
+
+def build_report(
+    spec: JobSpec,
+    *,
+    teacher: dict[str, SuiteScore],
+    before: dict[str, SuiteScore],
+    after: dict[str, SuiteScore],
+    metrics_path: Path | None,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    language_names = [suite.name for suite in spec.evaluation.language]
+    vision_names = [suite.name for suite in spec.evaluation.vision]
+    language = language_rows(language_names, teacher, before, after)
+    vision = vision_rows(vision_names, before, after)
+
+    language_average = {when: mean(row[when] for row in language) for when in ("teacher", "before", "after")}
+    mean_recovery = mean(row["recovery"] for row in language)
+    of_average = recovery(language_average["teacher"], language_average["before"], language_average["after"])
+    vision_average = {when: mean(row[when] for row in vision) for when in ("before", "after")}
+    vision_retention = mean(row["retention"] for row in vision)
+    gates = evaluate_gates(
+        spec.evaluation.gates,
+        mean_recovery=mean_recovery,
+        vision_drop=0.0 - vision_retention if vision_retention is not None else None,
+    )
+    return _json_safe(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "name": spec.name,
+            "passed": all(gate["passed"] for gate in gates),
+            "language": {
+                "metric_note": "primary metric per suite: acc_norm for multiple choice, exact_match for short answers",
+                "suites": language,
+                "average": language_average,
+                "mean_recovery": mean_recovery,
+                "recovery_of_average": of_average.value,
+                "applicable_suites": sum(row["recovery"] is not None for row in language),
+            },
+            "vision": {
+                "suites": vision,
+                "average": vision_average,
+                "retention": vision_retention,
+                "drop": 0.0 - vision_retention if vision_retention is not None else None,  # 0.0 - x: never -0.0
+            },
+            "gates": gates,
+            "training": training_summary(metrics_path),
+            "provenance": {"spec": spec.model_dump(mode="json"), "seed": spec.training.seed, **provenance},
+        }
+    )
+
+
+def training_summary(metrics_path: Path | None) -> dict[str, Any] | None:
+    records = read_metrics(metrics_path)
+    if not records:
+        return None
+    return {
+        "steps": records[-1].get("step", len(records)),
+        "loss_first": records[0].get("loss"),
+        "loss_last": records[-1].get("loss"),
+        "final": records[-1],
+    }
+
+
+def read_metrics(metrics_path: Path | None) -> list[dict[str, Any]]:
+    """The per-step records of metrics.jsonl; a missing file, or a torn last line, is tolerated."""
+    if metrics_path is None or not Path(metrics_path).is_file():
+        return []
+    records = []
+    for line in Path(metrics_path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written when the job stopped
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def write_report(report: dict[str, Any], output_dir: Path, metrics_path: Path | None) -> list[Path]:
+    """report.json, report.md and the plots into `output_dir`; returns the paths written."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    charts = _charts(report, read_metrics(metrics_path))
+    written = []
+    for name, svg in charts.items():
+        path = output_dir / name
+        path.write_text(svg, encoding="utf-8")
+        written.append(path)
+    markdown = output_dir / "report.md"
+    markdown.write_text(render_markdown(report, list(charts)), encoding="utf-8")
+    json_path = output_dir / "report.json"
+    json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return [json_path, markdown, *written]
+
+
+# --- plots ----------------------------------------------------------------------------------------------------------
+def _charts(report: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, str]:
+    charts = {"scores.svg": _scores_chart(report)}
+    if records:
+        charts["loss.svg"] = plots.line_chart(
+            _series(records, [key for key in LOSS_KEYS if any(key in r for r in records)]),
+            title="Training loss",
+            x_label="optimiser step",
+            y_label="loss (mean per response token)",
+        )
+        per_source = sorted({key for r in records for key in r if key.startswith(("loss_ce/", "loss_kd/"))})
+        if per_source:
+            charts["loss_by_source.svg"] = plots.line_chart(
+                _series(records, per_source), title="Loss per source", x_label="optimiser step", y_label="loss"
+            )
+    return charts
+
+
+def _series(records: list[dict[str, Any]], keys: list[str]) -> dict[str, list[tuple[float, float]]]:
+    series: dict[str, list[tuple[float, float]]] = {key: [] for key in keys}
+    for n, record in enumerate(records, start=1):
+        step = float(record.get("step", n))
+        for key in keys:
+            value = record.get(key)
+            if isinstance(value, int | float):
+                series[key].append((step, float(value)))
+    return series
+
+
+def _scores_chart(report: dict[str, Any]) -> str:
+    rows = report["language"]["suites"] + report["vision"]["suites"]
+    groups = [f"{row['name']} ({'lang' if 'recovery' in row else 'vision'})" for row in rows]
+    series = {when: [row.get(when) for row in rows] for when in ("teacher", "before", "after")}
+    return plots.bar_chart(groups, series, title="Scores: teacher, student before and after", y_label="score")
+
+
+# --- Markdown -------------------------------------------------------------------------------------------------------
+def render_markdown(report: dict[str, Any], charts: list[str]) -> str:
+    language, vision = report["language"], report["vision"]
+    lines = [f"# Recovery report: {report['name']}", "", f"**Verdict: {'PASSED' if report['passed'] else 'FAILED'}**"]
+    lines += ["", "## Gates", ""]
+    if report["gates"]:
+        lines += ["| gate | threshold | value | result | |", "|---|---|---|---|---|"]
+        for gate in report["gates"]:
+            result = "pass" if gate["passed"] else "FAIL"
+            lines.append(
+                f"| {gate['name']} | {_fmt(gate['threshold'])} | {_fmt(gate['value'])} | {result} | {gate['note']} |"
+            )
+    else:
+        lines.append("No gates configured.")
+    lines += [
+        "",
+        "## Language and knowledge",
+        "",
+        f"Recovery = (after − before) / (teacher − before). {language['metric_note']}.",
+        "",
+    ]
+    if language["suites"]:
+        lines += [
+            "| suite | metric | items | teacher | before | after | Δ | recovery |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in language["suites"]:
+            rec = _fmt(row["recovery"]) if row["recovery"] is not None else f"n/a ({row['recovery_note']})"
+            lines.append(
+                f"| {row['name']} | {row['metric'] or ''} | {row['n_items']} | {_fmt(row['teacher'])} | "
+                f"{_fmt(row['before'])} | {_fmt(row['after'])} | {_signed(row['delta'])} | {rec} |"
+            )
+        average = language["average"]
+        cells = " | ".join(_fmt(average[when]) for when in ("teacher", "before", "after"))
+        lines.append(f"| **average** | | | {cells} | | |")
+        lines += [
+            "",
+            f"**Mean recovery: {_fmt(language['mean_recovery'])}** "
+            f"(over {language['applicable_suites']} applicable suite(s)); "
+            f"recovery of the average: {_fmt(language['recovery_of_average'])}.",
+        ]
+    else:
+        lines.append("No language suites.")
+    lines += ["", "## Vision", "", "Retention = after − before.", ""]
+    if vision["suites"]:
+        lines += ["| suite | metric | items | before | after | retention |", "|---|---|---|---|---|---|"]
+        for row in vision["suites"]:
+            lines.append(
+                f"| {row['name']} | {row['metric'] or ''} | {row['n_items']} | {_fmt(row['before'])} | "
+                f"{_fmt(row['after'])} | {_signed(row['retention'])} |"
+            )
+        average = vision["average"]
+        cells = f"{_fmt(average['before'])} | {_fmt(average['after'])} | {_signed(vision['retention'])}"
+        lines.append(f"| **average** | | | {cells} |")
+    else:
+        lines.append("No vision suites.")
+    lines += _training_lines(report.get("training"))
+    if charts:
+        lines += ["", "## Plots", ""] + [f"![{name.removesuffix('.svg')}]({name})" for name in charts]
+    lines += _provenance_lines(report.get("provenance", {}))
+    return "\n".join(lines) + "\n"
+
+
+def _training_lines(training: dict[str, Any] | None) -> list[str]:
+    if not training:
+        return []
+    final = training["final"]
+    parts = [f"{key} {_fmt(final[key])}" for key in LOSS_KEYS if isinstance(final.get(key), int | float)]
+    return [
+        "",
+        "## Training",
+        "",
+        f"{training['steps']} optimiser steps; loss {_fmt(training['loss_first'])} → "
+        f"{_fmt(training['loss_last'])}; last step: {', '.join(parts)}.",
+    ]
+
+
+def _provenance_lines(provenance: dict[str, Any]) -> list[str]:
+    lines = ["", "## Provenance", ""]
+    for key, value in provenance.items():
+        if key == "spec":
+            continue
+        text = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value)
+        lines.append(f"- **{key}**: `{text}`")
+    lines.append("- **spec**: the resolved job spec is in report.json under `provenance.spec`.")
+    return lines
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.4f}"
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become None, so the report is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """A few lines for a terminal: averages before/after, recovery, vision retention, each gate and the verdict."""
+    language, vision = report["language"], report["vision"]
+    lines = []
+    if language["suites"]:
+        average = language["average"]
+        lines.append(
+            f"language average: teacher {_fmt(average['teacher'])}, before {_fmt(average['before'])}, "
+            f"after {_fmt(average['after'])}; mean recovery {_fmt(language['mean_recovery'])}"
+        )
+    if vision["suites"]:
+        average = vision["average"]
+        lines.append(
+            f"vision average: before {_fmt(average['before'])}, after {_fmt(average['after'])}; "
+            f"retention {_signed(vision['retention'])}"
+        )
+    for gate in report["gates"]:
+        result = "pass" if gate["passed"] else "FAIL"
+        lines.append(f"gate {gate['name']}: {_fmt(gate['value'])} vs {_fmt(gate['threshold'])}: {result}")
+    lines.append(f"verdict: {'PASSED' if report['passed'] else 'FAILED'}")
+    return lines

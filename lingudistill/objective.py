@@ -1,0 +1,199 @@
+"""The LinguDistill objective for one micro-batch: student forward, teacher continuation, chunked loss.
+
+    L = ce_weight * CE(student, response tokens)
+      + kd_weight * T^2 * D(teacher_T || student_T) over response tokens of distilled sources
+
+Hidden states are taken at response positions only; lm_head and the loss run in chunks (losses.py), so full
+[batch, seq, vocab] logits never exist for either model. The teacher runs under no_grad on the distilled rows
+only: with selective KD a multimodal row never touches the teacher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from lingudistill.kv_sharing import (
+    KVDonor,
+    KVRecorder,
+    donated_positions,
+    register_tapped_attention,
+    tapping,
+    text_only_layout,
+)
+from lingudistill.losses import LossParts, chunked_distill_loss
+from lingudistill.models.encoding import IGNORE
+from lingudistill.models.families.base import FamilyAdapter
+from lingudistill.spec import MethodSpec
+
+
+@dataclass
+class LossRows:
+    """The (row, position) of every supervised token: hidden[b, t] predicts labels[b, t + 1]."""
+
+    batch_index: torch.Tensor  # [N]
+    position: torch.Tensor  # [N]
+    target: torch.Tensor  # [N]
+    distill: torch.Tensor  # [N] bool: the KD term applies
+
+    @classmethod
+    def of(cls, batch: dict[str, Any]) -> LossRows:
+        targets = batch["labels"][:, 1:]
+        b, t = (targets != IGNORE).nonzero(as_tuple=True)
+        return cls(b, t, targets[b, t], batch["distill"].to(targets.device)[b])
+
+
+@dataclass
+class MicroBatchLoss:
+    parts: LossParts
+    rows: LossRows
+    sources: list[str]  # source name of each batch row
+
+    def per_source(self) -> dict[str, tuple[float, float, int]]:
+        """source -> (CE sum, KD sum, token count), for per-source metrics."""
+        result: dict[str, tuple[float, float, int]] = {}
+        rows = self.rows.batch_index.tolist()
+        ce, kd = self.parts.per_token_ce.tolist(), self.parts.per_token_kd.tolist()
+        for row, ce_i, kd_i in zip(rows, ce, kd, strict=True):
+            name = self.sources[row]
+            total_ce, total_kd, count = result.get(name, (0.0, 0.0, 0))
+            result[name] = (total_ce + ce_i, total_kd + kd_i, count + 1)
+        return result
+
+
+class DistillationObjective:
+    """Computes a micro-batch's share of the step loss for a student, its frozen teacher and the method."""
+
+    def __init__(
+        self, student: PreTrainedModel, teacher: PreTrainedModel | None, adapter: FamilyAdapter, method: MethodSpec
+    ) -> None:
+        self.student, self.teacher, self.adapter, self.method = student, teacher, adapter, method
+        student.set_attn_implementation(register_tapped_attention(student))
+        self.student_attention = adapter.attention_modules(student)
+        if teacher is not None:
+            teacher.set_attn_implementation(register_tapped_attention(teacher))
+            self.teacher_attention = [layer.self_attn for layer in teacher.model.layers]
+        self.pad_token_id = int(adapter.text_config(student).pad_token_id or 0)
+
+    def __call__(self, batch: dict[str, Any], ce_normalizer: float, kd_normalizer: float) -> MicroBatchLoss:
+        rows = LossRows.of(batch)
+        distill_rows = self._distill_rows(batch, rows)
+        positions = self.adapter.position_ids(self.student, batch)
+        recorder = self._recorder(batch) if distill_rows is not None else None
+        hidden = self._student_hidden(batch, positions, recorder)
+        teacher_hidden = None
+        if distill_rows is not None and recorder is not None:
+            teacher_hidden = self._teacher_hidden(batch, positions, recorder, distill_rows, rows)
+        elif distill_rows is not None:
+            teacher_hidden = self._teacher_hidden_text_only(batch, distill_rows, rows)
+        parts = chunked_distill_loss(
+            hidden[rows.batch_index, rows.position],
+            self.adapter.lm_head(self.student).weight,
+            rows.target,
+            rows.distill if teacher_hidden is not None else torch.zeros_like(rows.distill),
+            teacher_hidden,
+            self.teacher.get_output_embeddings().weight if teacher_hidden is not None else None,
+            divergence=self.method.divergence,
+            beta=self.method.jsd_beta,
+            temperature=self.method.temperature,
+            ce_weight=self.method.ce_weight,
+            kd_weight=self.method.kd_weight,
+            ce_normalizer=ce_normalizer,
+            kd_normalizer=kd_normalizer,
+            chunk_size=self.method.loss_chunk_size,
+            student_softcap=getattr(self.adapter.text_config(self.student), "final_logit_softcapping", None),
+            teacher_softcap=getattr(self.teacher.config, "final_logit_softcapping", None) if self.teacher else None,
+        )
+        return MicroBatchLoss(parts, rows, list(batch["sources"]))
+
+    # --- student ------------------------------------------------------------------------------------------------
+    def _student_hidden(
+        self, batch: dict[str, Any], positions: torch.Tensor, recorder: KVRecorder | None
+    ) -> torch.Tensor:
+        inputs = dict(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=positions,
+            use_cache=False,
+            **self.adapter.forward_kwargs(batch),
+        )
+        base = self.adapter.base_forward(self.student)
+        if recorder is None:
+            return base(**inputs).last_hidden_state
+        with tapping(recorder):
+            return base(**inputs).last_hidden_state
+
+    def _distill_rows(self, batch: dict[str, Any], rows: LossRows) -> torch.Tensor | None:
+        """Batch rows that need the teacher, or None when no supervised token is distilled."""
+        if self.teacher is None or not bool(rows.distill.any()):
+            return None
+        return batch["distill"].nonzero().squeeze(-1).to(batch["input_ids"].device)
+
+    def _recorder(self, batch: dict[str, Any]) -> KVRecorder | None:
+        mode = self.method.kv_sharing
+        if mode == "off":
+            return None
+        keep = batch["prompt_length"] - 1 if mode == "prompt" else None
+        return KVRecorder(self.student_attention, keep)
+
+    # --- teacher ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _teacher_hidden(
+        self,
+        batch: dict[str, Any],
+        positions: torch.Tensor,
+        recorder: KVRecorder,
+        distill_rows: torch.Tensor,
+        rows: LossRows,
+    ) -> torch.Tensor:
+        """Teacher hidden states at the supervised rows, with the student's K/V as its context."""
+        assert self.teacher is not None
+        d = distill_rows
+        ids, mask = batch["input_ids"][d], batch["attention_mask"][d]
+        teacher_positions = self.adapter.teacher_position_ids(positions)[d]
+        end = ids.shape[1] - 1  # the last token predicts nothing
+        if self.method.kv_sharing == "prompt":
+            start = batch["prompt_length"] - 1
+            hidden = self.teacher.model(
+                input_ids=ids[:, start:end],
+                attention_mask=mask[:, :end],
+                position_ids=teacher_positions[:, start:end],
+                past_key_values=recorder.as_cache(d),
+                use_cache=True,
+            ).last_hidden_state
+        else:
+            start = 0
+            donate = donated_positions(batch["mm_token_type_ids"][d], mask, self.method.kv_sharing)
+            donor = KVDonor(self.teacher_attention, recorder.select_rows(d), donate[:, :end])
+            with tapping(donor):
+                hidden = self.teacher.model(
+                    input_ids=ids[:, :end], attention_mask=mask[:, :end], position_ids=teacher_positions[:, :end]
+                ).last_hidden_state
+        return _scatter_rows(hidden, rows, distill_rows, lambda b, t: t - start)
+
+    @torch.no_grad()
+    def _teacher_hidden_text_only(self, batch: dict[str, Any], distill_rows: torch.Tensor, rows: LossRows):
+        """`off` mode: the teacher reads the text with the image tokens removed (ordinary KD)."""
+        assert self.teacher is not None
+        d = distill_rows
+        ids, mask, index_map = text_only_layout(
+            batch["input_ids"][d], batch["attention_mask"][d], batch["mm_token_type_ids"][d], self.pad_token_id
+        )
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = self.teacher.model(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        return _scatter_rows(hidden, rows, distill_rows, lambda b, t: index_map[b, t])
+
+
+def _scatter_rows(hidden: torch.Tensor, rows: LossRows, distill_rows: torch.Tensor, to_teacher_pos) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """Teacher hidden state for every supervised row (zeros where the row is not distilled), [N, H]."""
+    out = hidden.new_zeros((len(rows.target), hidden.shape[-1]))
+    slot_of_row = torch.full((int(distill_rows.max()) + 1,), -1, dtype=torch.long, device=hidden.device)
+    slot_of_row[distill_rows] = torch.arange(len(distill_rows), device=hidden.device)
+    selected = rows.distill.nonzero().squeeze(-1)
+    slots = slot_of_row[rows.batch_index[selected]]
+    teacher_pos = to_teacher_pos(slots, rows.position[selected])
+    out[selected] = hidden[slots, teacher_pos]
+    return out

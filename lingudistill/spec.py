@@ -1,0 +1,218 @@
+"""The job spec: one pydantic model shared by the API body, the CLI's YAML and the worker's input.
+
+Defaults live here and nowhere else. `JobSpec.resolved()` writes every default back, including a
+generated seed, so the stored spec alone reproduces the run.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+KVSharing = Literal["prompt", "visual", "visual_system", "off"]
+KDSources = Literal["selective", "all", "none"]
+Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
+Precision = Literal["auto", "bf16", "fp32"]
+
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+Uri = Annotated[str, Field(min_length=1, max_length=2048)]
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors: a typo in a spec must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class MixtureSource(StrictModel):
+    name: Name = Field(description="Short name of the source; per-source losses are reported under it.")
+    uri: Uri = Field(
+        description="dataset://ID, s3://bucket/key, hf://org/name[@revision][#split], file:///path or a path."
+    )
+    weight: float = Field(1.0, gt=0, le=1e6, description="Relative sampling weight within the mixture.")
+    distill: bool = Field(
+        False, description="Language-intensive source: apply the KD term here when kd_sources is 'selective'."
+    )
+    max_records: int | None = Field(None, ge=1, description="Use at most this many records of the source.")
+
+
+class MethodSpec(StrictModel):
+    kv_sharing: KVSharing = Field(
+        "prompt",
+        description="prompt: the teacher continues from the student's prompt KV cache (the paper); visual: the "
+        "teacher's K/V at image positions are the student's; visual_system: also the text before the first "
+        "image; off: the teacher reads the text with image tokens removed (ablation).",
+    )
+    kd_sources: KDSources = Field(
+        "selective",
+        description="selective: KD on distill sources only; all: KD everywhere; none: CE only (plain fine-tuning).",
+    )
+    divergence: Divergence = Field("forward_kl", description="KL(teacher||student), KL(student||teacher) or JSD.")
+    jsd_beta: float = Field(0.5, ge=0.0, le=1.0, description="JSD interpolation: 0 is forward KL, 1 reverse KL.")
+    temperature: float = Field(1.0, gt=0.0, le=100.0, description="Softmax temperature T; KD is scaled by T^2.")
+    kd_weight: float = Field(1.0, ge=0.0, le=1e4, description="Weight of the KD term.")
+    ce_weight: float = Field(1.0, ge=0.0, le=1e4, description="Weight of the cross-entropy term.")
+    loss_chunk_size: int = Field(
+        1024, ge=1, le=1_000_000, description="Response tokens per lm_head/loss chunk; bounds logits memory."
+    )
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> MethodSpec:
+        if self.ce_weight == 0 and (self.kd_weight == 0 or self.kd_sources == "none"):
+            raise ValueError("the loss is identically zero: set ce_weight > 0 or enable KD with kd_weight > 0")
+        return self
+
+
+class TrainingSpec(StrictModel):
+    max_steps: int = Field(4000, ge=1, le=10_000_000, description="Optimiser steps.")
+    batch_size: int = Field(8, ge=1, le=4096, description="Examples per micro-batch (per GPU).")
+    grad_accum: int = Field(1, ge=1, le=4096, description="Micro-batches per optimiser step.")
+    lr: float = Field(1.0e-5, gt=0, le=1.0, description="Peak learning rate of the decoder (and lm_head).")
+    lr_projector: float = Field(5.0e-5, gt=0, le=1.0, description="Peak learning rate of the projector.")
+    lr_vision: float = Field(1.0e-6, gt=0, le=1.0, description="Peak learning rate of the vision encoder if unfrozen.")
+    freeze_vision: bool = Field(True, description="Keep the vision encoder frozen.")
+    weight_decay: float = Field(0.0, ge=0, le=1.0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.03, ge=0, le=1.0, description="Fraction of steps of linear warm-up.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1.0, description="Cosine schedule floor, as a fraction of peak.")
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6, description="Gradient clipping threshold.")
+    max_seq_len: int = Field(2048, ge=8, le=1_000_000, description="Longer examples are truncated (response end).")
+    seed: int | None = Field(None, ge=0, lt=2**31, description="Seed; generated and recorded when missing.")
+    checkpoint_every: int = Field(500, ge=1, le=10_000_000, description="Save a resumable checkpoint every N steps.")
+    keep_checkpoints: int = Field(2, ge=1, le=1000, description="Local checkpoints kept; older ones are pruned.")
+    precision: Precision = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    compile: bool = Field(False, description="torch.compile the student's decoder.")
+
+
+class EvalSuite(StrictModel):
+    name: Name = Field(description="Suite name as shown in the report.")
+    uri: Uri = Field(description="JSONL of {question, choices, answer, image?} or {question, answer, image?}.")
+    max_items: int | None = Field(None, ge=1, description="Evaluate at most this many items.")
+
+
+class GatesSpec(StrictModel):
+    min_recovery: float | None = Field(None, ge=-100, le=100, description="Fail if mean language recovery is lower.")
+    max_vision_drop: float | None = Field(None, ge=0, le=1, description="Fail if vision average drops by more.")
+
+
+class EvaluationSpec(StrictModel):
+    language: list[EvalSuite] = Field(default_factory=list, description="Language and knowledge suites.")
+    vision: list[EvalSuite] = Field(default_factory=list, description="Vision suites.")
+    every: int | None = Field(None, ge=1, description="Also evaluate every N steps (None: only at the end).")
+    batch_size: int = Field(16, ge=1, le=4096, description="Evaluation batch size.")
+    gates: GatesSpec = Field(default_factory=GatesSpec)
+
+
+class ResourcesSpec(StrictModel):
+    gpus: int = Field(1, ge=1, le=64, description="GPUs on one node; >1 launches torchrun with FSDP2.")
+    queue: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")] = Field(
+        "gpu", description="Worker queue (one per GPU kind)."
+    )
+    priority: int = Field(5, ge=0, le=9, description="Queue priority, 9 is most urgent.")
+    max_runtime_s: int | None = Field(None, ge=60, description="Hard wall-clock limit of one attempt.")
+
+
+class JobSpec(StrictModel):
+    name: Name = Field(description="Human-readable job name.")
+    student: Uri = Field(description="The adapted VLM to repair: s3://, hf://org/name@revision, file:// or a path.")
+    teacher: Uri = Field(description="The original language model the student's decoder came from.")
+    mixture: list[MixtureSource] = Field(min_length=1, max_length=64, description="Training data sources.")
+    method: MethodSpec = Field(default_factory=MethodSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict, max_length=32, description="Free-form labels, filterable in the API."
+    )
+
+    @field_validator("mixture")
+    @classmethod
+    def _unique_source_names(cls, sources: list[MixtureSource]) -> list[MixtureSource]:
+        names = [s.name for s in sources]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"mixture source names must be unique; repeated: {', '.join(duplicates)}")
+        return sources
+
+    @model_validator(mode="after")
+    def _selective_needs_a_distill_source(self) -> JobSpec:
+        if self.method.kd_sources == "selective" and not any(s.distill for s in self.mixture):
+            raise ValueError("kd_sources is 'selective' but no mixture source has distill: true")
+        return self
+
+    def resolved(self) -> JobSpec:
+        """A copy with every default written out and a seed generated if none was given."""
+        spec = self.model_copy(deep=True)
+        if spec.training.seed is None:
+            spec.training.seed = secrets.randbelow(2**31)
+        return JobSpec.model_validate(spec.model_dump())
+
+    @property
+    def seed(self) -> int:
+        if self.training.seed is None:
+            raise ValueError("the spec is not resolved: call resolved() first")
+        return self.training.seed
+
+    def distills(self, source: MixtureSource) -> bool:
+        """Whether the KD term applies to examples from `source`."""
+        if self.method.kd_sources == "none" or self.method.kd_weight == 0:
+            return False
+        return self.method.kd_sources == "all" or source.distill
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be read or parsed; validation errors stay pydantic's ValidationError."""
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Load a spec from YAML or JSON. Relative local URIs are taken relative to the spec's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {path}: {exc.strerror}") from exc
+    data = parse_spec_text(text, str(path))
+    spec = JobSpec.model_validate(data)
+    return spec.model_copy(update=_absolute_local_uris(spec, path.parent.resolve()))
+
+
+def parse_spec_text(text: str, origin: str = "<spec>") -> Any:
+    try:
+        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SpecError(f"{origin}: not valid YAML or JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: a spec must be a mapping at the top level")
+    return data
+
+
+def is_local_uri(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def local_path(uri: str, base: Path | None = None) -> Path:
+    """The filesystem path of a file:// URI or a plain path (relative ones against `base`)."""
+    raw = uri.removeprefix("file://")
+    path = Path(raw).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return path
+
+
+def _absolute_local_uris(spec: JobSpec, base: Path) -> dict[str, Any]:
+    def fix(uri: str) -> str:
+        return str(local_path(uri, base)) if is_local_uri(uri) else uri
+
+    mixture = [s.model_copy(update={"uri": fix(s.uri)}) for s in spec.mixture]
+    evaluation = spec.evaluation.model_copy(
+        update={
+            "language": [s.model_copy(update={"uri": fix(s.uri)}) for s in spec.evaluation.language],
+            "vision": [s.model_copy(update={"uri": fix(s.uri)}) for s in spec.evaluation.vision],
+        }
+    )
+    return {"student": fix(spec.student), "teacher": fix(spec.teacher), "mixture": mixture, "evaluation": evaluation}

@@ -1,0 +1,117 @@
+"""`lingudistill serve`, `lingudistill db upgrade` and `lingudistill keys create` (entry points in pyproject)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="uvicorn worker processes.")
+@click.option(
+    "--embedded-workers",
+    type=int,
+    default=None,
+    help="In-process job workers when no broker is configured (default: LINGUDISTILL_EMBEDDED_WORKERS, 1).",
+)
+@click.option("--no-migrate", is_flag=True, help="Do not apply migrations before starting.")
+def serve(host: str, port: int, workers: int, embedded_workers: int | None, no_migrate: bool) -> None:
+    """Run the API."""
+    import os
+
+    import uvicorn
+
+    from service.db import upgrade_database
+    from service.settings import get_settings
+
+    if embedded_workers is not None:  # read by the worker's embedded mode through the settings
+        os.environ["LINGUDISTILL_EMBEDDED_WORKERS"] = str(embedded_workers)
+        get_settings.cache_clear()
+    settings = get_settings()
+    if not no_migrate:
+        upgrade_database(settings.database_url_resolved)
+    embedded = start_embedded_workers(settings.embedded_workers) if not settings.broker_url else []
+    try:
+        uvicorn.run("service.app:app_from_env", factory=True, host=host, port=port, workers=workers)
+    finally:
+        stop_embedded_workers(embedded)
+
+
+# --- embedded workers (added by the worker engineer, issue 4) ----------------------------------------------------
+# With no broker configured, `serve` runs job workers beside the API on kombu's filesystem broker. They are
+# separate `python -m worker` processes (the service never imports the worker package) and stop with the server;
+# a job they leave unfinished is re-queued by the next worker's sweeper and resumes from its last checkpoint.
+
+
+def start_embedded_workers(count: int) -> list[Any]:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    command = [sys.executable, "-m", "worker", "--concurrency=1"]
+    return [subprocess.Popen([*command, f"--hostname=embedded{i}@%h"], env=env) for i in range(count)]
+
+
+def stop_embedded_workers(processes: list[Any]) -> None:
+    import signal
+    import subprocess
+
+    for process in processes:
+        process.send_signal(signal.SIGQUIT)  # Celery's cold shutdown: do not wait for an hours-long job
+    for process in processes:
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@click.group()
+def db() -> None:
+    """The service database."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply the migrations to LINGUDISTILL_DATABASE_URL (default: the embedded SQLite file)."""
+    from service.db import upgrade_database
+    from service.settings import get_settings
+
+    url = get_settings().database_url_resolved
+    upgrade_database(url, revision)
+    click.echo(f"database at {_redact(url)} is at {revision}")
+
+
+@click.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant name (created if new).")
+@click.option("--admin", is_flag=True, help="The key sees every tenant's objects.")
+def keys_create(tenant: str, admin: bool) -> None:
+    """Create an API key; it is printed once, alone on the last line."""
+    from service.db import make_engine, make_sessionmaker, session_scope
+    from service.keys.service import create_key
+    from service.settings import get_settings
+
+    engine = make_engine(get_settings().database_url_resolved)
+    with session_scope(make_sessionmaker(engine)) as session:
+        new = create_key(session, tenant, admin=admin)
+    engine.dispose()
+    click.echo(f"created {'admin ' if admin else ''}key {new.prefix}... for tenant {tenant} ({new.tenant_id})")
+    click.echo("store it now; it is not shown again:")
+    click.echo(new.key)
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,40 @@
+"""The Python client of the LinguDistill API and the `lingudistill submit` / `lingudistill jobs` commands.
+
+Responses are the service's own schemas, re-exported here so callers need one import.
+"""
+
+from service.client.client import LinguDistillClient, RetryPolicy
+from service.client.models import ApiConnectionError, ApiError, ChecksumMismatch, Gate, LinguDistillError, Report
+from service.datasets.schemas import DatasetOut, DatasetPage
+from service.errors import FieldError, Problem
+from service.jobs.schemas import CheckpointList, CheckpointOut, EventOut, EventPage, JobOut, JobPage, MetricsOut
+from service.models import JobStatus
+from service.webhooks.schemas import DeliveryOut, DeliveryPage, WebhookCreated, WebhookOut, WebhookPage
+
+__all__ = [
+    "ApiConnectionError",
+    "ApiError",
+    "CheckpointList",
+    "CheckpointOut",
+    "ChecksumMismatch",
+    "DatasetOut",
+    "DatasetPage",
+    "DeliveryOut",
+    "DeliveryPage",
+    "EventOut",
+    "EventPage",
+    "FieldError",
+    "Gate",
+    "JobOut",
+    "JobPage",
+    "JobStatus",
+    "LinguDistillClient",
+    "LinguDistillError",
+    "MetricsOut",
+    "Problem",
+    "Report",
+    "RetryPolicy",
+    "WebhookCreated",
+    "WebhookOut",
+    "WebhookPage",
+]

@@ -1,0 +1,106 @@
+"""Sending job ids to the broker, only after the database commit.
+
+A Celery message is only a wake-up carrying a job id: the worker claims the job's row with a lease, so a lost or
+duplicated message is harmless (the sweeper re-sends queued jobs that hold no live lease).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+RUN_JOB_TASK = "lingudistill.run_job"  # the worker registers its task under this name
+
+
+@dataclass(frozen=True)
+class Wakeup:
+    job_id: str
+    queue: str
+    priority: int  # the spec's priority: 0..9, 9 most urgent
+
+
+class Dispatcher(Protocol):
+    def send(self, wakeup: Wakeup) -> None: ...
+    def check(self) -> None: ...
+
+
+def celery_broker_config(settings: Settings) -> dict[str, Any]:
+    """Broker settings shared by the API's client app and the worker's app."""
+    options = dict(settings.broker_transport_options)
+    if settings.broker_url_resolved.startswith(("redis://", "rediss://")):
+        # All ten priority levels (kombu's Redis default is four); sender and workers must agree on them.
+        options.update({"priority_steps": list(range(10)), "sep": ":", "queue_order_strategy": "priority"})
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+        if key in options:
+            Path(options[key]).mkdir(parents=True, exist_ok=True)
+    return {"broker_url": settings.broker_url_resolved, "broker_transport_options": options}
+
+
+EMBEDDED_QUEUE = "gpu"  # the embedded workers' queue (worker settings' default)
+
+
+def broker_priority(priority: int, broker_url: str) -> int:
+    """Redis treats 0 as the most urgent priority; the spec says 9 is."""
+    return 9 - priority if broker_url.startswith(("redis", "rediss")) else priority
+
+
+class CeleryDispatcher:
+    def __init__(self, settings: Settings) -> None:
+        from celery import Celery
+
+        self.app = Celery("lingudistill-api", set_as_current=False)
+        self.app.conf.update(celery_broker_config(settings), task_create_missing_queues=True)
+        self.broker_url = settings.broker_url_resolved
+        # The embedded default is one machine whose workers read one queue: a spec's GPU kind names nothing there.
+        self.single_queue = None if settings.broker_url else EMBEDDED_QUEUE
+
+    def send(self, wakeup: Wakeup) -> None:
+        self.app.send_task(
+            RUN_JOB_TASK,
+            args=[wakeup.job_id],
+            queue=self.single_queue or wakeup.queue,
+            priority=broker_priority(wakeup.priority, self.broker_url),
+        )
+
+    def check(self) -> None:
+        with self.app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+
+
+@dataclass
+class RecordingDispatcher:
+    """For tests: remembers what would have been sent."""
+
+    sent: list[Wakeup] = field(default_factory=list)
+
+    def send(self, wakeup: Wakeup) -> None:
+        self.sent.append(wakeup)
+
+    def check(self) -> None:
+        pass
+
+
+@dataclass
+class DispatchBuffer:
+    """Wake-ups collected during a request; flushed after the commit, dropped on rollback."""
+
+    pending: list[Wakeup] = field(default_factory=list)
+
+    def add(self, job_id: str, queue: str, priority: int) -> None:
+        self.pending.append(Wakeup(job_id, queue, priority))
+
+    def discard(self) -> None:
+        self.pending.clear()
+
+    def flush(self, dispatcher: Dispatcher) -> None:
+        pending, self.pending = self.pending, []
+        for wakeup in pending:
+            try:
+                dispatcher.send(wakeup)
+            except Exception:  # the job is committed; the sweeper re-sends it
+                log.exception("could not send job %s to the broker; the sweeper will retry", wakeup.job_id)

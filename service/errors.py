@@ -1,0 +1,248 @@
+"""Typed errors and the one handler that renders every error as RFC 9457 application/problem+json."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+PROBLEM_TYPE_BASE = "https://lingudistill.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where the problem is, e.g. ['body', 'mixture', 0, 'uri'].")
+    msg: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    code: str = Field(description="Stable machine-readable error code.")
+    errors: list[FieldError] | None = None
+
+
+class AppError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+    title: str = "Internal server error"
+
+    def __init__(self, detail: str | None = None, *, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.errors = errors
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class NotFound(AppError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class JobNotFound(NotFound):
+    code, title = "job_not_found", "Job not found"
+
+
+class DatasetNotFound(NotFound):
+    code, title = "dataset_not_found", "Dataset not found"
+
+
+class CheckpointNotFound(NotFound):
+    code, title = "checkpoint_not_found", "Checkpoint not found"
+
+
+class ReportNotReady(NotFound):
+    code, title = "report_not_ready", "The report is not ready"
+
+
+class ModelNotReady(NotFound):
+    code, title = "model_not_ready", "The repaired model is not ready"
+
+
+class InvalidSpec(AppError):
+    status, code, title = 422, "invalid_spec", "The job spec is invalid"
+
+
+class InvalidDataset(AppError):
+    status, code, title = 422, "invalid_dataset", "The dataset upload is invalid"
+
+
+class InvalidParameter(AppError):
+    status, code, title = 422, "invalid_parameter", "A query parameter is invalid"
+
+
+class UriNotAllowed(AppError):
+    status, code, title = 422, "uri_not_allowed", "A URI in the spec is not allowed"
+
+
+class IdempotencyKeyReused(AppError):
+    status, code, title = 422, "idempotency_key_reused", "Idempotency-Key reused with a different request"
+
+
+class IdempotencyInFlight(AppError):
+    status, code, title = 409, "idempotency_in_flight", "A request with this Idempotency-Key is in progress"
+
+
+class InvalidTransition(AppError):
+    status, code, title = 409, "invalid_transition", "The job cannot make this transition"
+
+
+class QuotaExceeded(AppError):
+    status, code, title = 429, "quota_exceeded", "Quota exceeded"
+
+
+class RateLimited(AppError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"rate limit exceeded; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class PayloadTooLarge(AppError):
+    status, code, title = 413, "payload_too_large", "Request body too large"
+
+
+class Unauthorized(AppError):
+    status, code, title = 401, "unauthorized", "Missing or invalid API key"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(AppError):
+    status, code, title = 403, "forbidden", "This key may not do that"
+
+
+class ServiceUnavailable(AppError):
+    status, code, title = 503, "not_ready", "A dependency is unavailable"
+
+
+FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+_HTTP_CODES = {
+    400: ("bad_request", "Bad request"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    406: ("not_acceptable", "Not acceptable"),
+    413: ("payload_too_large", "Request body too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+}
+
+
+def problem_response(
+    request: Request, status: int, code: str, title: str, detail: str | None = None, **extra: Any
+) -> JSONResponse:
+    errors = extra.pop("errors", None)
+    headers = extra.pop("headers", None)
+    problem = Problem(
+        type=PROBLEM_TYPE_BASE + code,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        code=code,
+        errors=errors,
+    )
+    body = problem.model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return problem_response(
+        request, exc.status, exc.code, exc.title, exc.detail, errors=exc.errors, headers=exc.headers() or None
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [FieldError(loc=list(e.get("loc", [])), msg=e.get("msg", "")) for e in exc.errors()]
+    return problem_response(
+        request, 422, "validation_error", "The request is invalid", f"{len(errors)} invalid field(s)", errors=errors
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == FASTAPI_BODY_PARSE_ERROR:
+        # a body that is not even text (bad UTF-8) is an invalid body like bad JSON: 422, as documented (issue 9)
+        errors = [FieldError(loc=["body"], msg="the body is not valid UTF-8 JSON")]
+        return problem_response(request, 422, "validation_error", "The request is invalid", "1 invalid field(s)",
+                                errors=errors)  # fmt: skip
+    code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(_allowed_methods(request)))}
+    return problem_response(request, exc.status_code, code, title, detail, headers=headers)
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    """Every method of every route on this path. Starlette's own Allow names only the first route's, and a path
+    served by two routes (GET and POST /v1/jobs) then answers a wrong Allow (found by Schemathesis, issue 9)."""
+    from starlette.routing import Match
+
+    def walk(routes: list[Any]) -> Any:
+        for route in routes:
+            if hasattr(route, "original_router"):  # FastAPI keeps included routers nested
+                yield from walk(route.original_router.routes)
+            else:
+                yield route
+
+    methods: set[str] = set()
+    for route in walk(request.app.routes):
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(request, 500, "internal_error", "Internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)
+
+
+def problem_responses(*statuses: int, public: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries declaring problem+json for each status; authenticated routes (the default)
+    also declare 401, 422 (any invalid parameter) and 429."""
+    base = {500} if public else {401, 422, 429, 500}
+    descriptions = {
+        401: "Missing or invalid API key",
+        403: "Forbidden",
+        404: "Not found (or another tenant's)",
+        409: "Conflict",
+        413: "Body too large",
+        422: "Invalid request (per-field `errors`)",
+        429: "Rate limited (see Retry-After)",
+        503: "Not ready",
+        500: "Internal error",
+    }
+    return {
+        status: {
+            "model": Problem,
+            "description": descriptions.get(status, "Problem"),
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in sorted(base | set(statuses))
+    }

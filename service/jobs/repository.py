@@ -1,0 +1,524 @@
+"""Every query on jobs and their events, metrics and checkpoints.
+
+API reads go through `scoped()` (the tenant filter). The lease/fencing helpers below them are for the worker:
+`attempt` is the fencing token, incremented by every claim, and every worker write is conditional on it, so
+a stale worker (its lease expired and the job was claimed again) changes nothing. None of these commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from lingudistill.spec import JobSpec
+from service.auth import Principal, scoped
+from service.models import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    Checkpoint,
+    FailureReason,
+    Job,
+    JobEvent,
+    JobStatus,
+    Metric,
+    Tenant,
+    predecessors,
+    utcnow,
+)
+
+S = JobStatus
+_NOT_FINAL = [s.value for s in JobStatus if s not in FINAL_STATUSES]
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    statuses: Sequence[JobStatus] = ()
+    name: str | None = None
+    metadata: dict[str, str] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+# --- API reads ----------------------------------------------------------------------------------------------
+
+
+def get_job(session: Session, principal: Principal, job_id: str) -> Job | None:
+    return session.scalar(scoped(select(Job), Job, principal).where(Job.id == job_id))
+
+
+def add_job(session: Session, job: Job) -> Job:
+    session.add(job)
+    session.flush()
+    return job
+
+
+def list_jobs(
+    session: Session, principal: Principal, filters: JobFilters, limit: int, after: tuple[datetime, str] | None
+) -> list[Job]:
+    """Newest first, keyset-paginated on (created_at, id) so inserts never shift a page."""
+    stmt = scoped(select(Job), Job, principal).where(*_filter_clauses(filters))
+    if after is not None:
+        created, job_id = after
+        stmt = stmt.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    return list(session.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
+
+
+def _filter_clauses(filters: JobFilters) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
+    if filters.statuses:
+        clauses.append(Job.status.in_(filters.statuses))
+    if filters.name:
+        clauses.append(Job.name == filters.name)
+    for key, value in (filters.metadata or {}).items():
+        clauses.append(Job.meta[key].as_string() == value)
+    if filters.created_after:
+        clauses.append(Job.created_at >= filters.created_after)
+    if filters.created_before:
+        clauses.append(Job.created_at < filters.created_before)
+    return clauses
+
+
+def count_active_dispatched(session: Session, tenant_id: str, cap: int | None = None) -> int:
+    """Jobs counted against the tenant limit: dispatched and not final (counting stops at `cap`)."""
+    rows = select(Job.id).where(Job.tenant_id == tenant_id, Job.status.in_(_NOT_FINAL), Job.dispatched_at.is_not(None))
+    if cap is not None:
+        rows = rows.limit(cap)
+    return session.scalar(select(func.count()).select_from(rows.subquery())) or 0
+
+
+def tenant_max_active_jobs(session: Session, tenant_id: str) -> int | None:
+    return session.scalar(select(Tenant.max_active_jobs).where(Tenant.id == tenant_id))
+
+
+def queue_position(session: Session, job: Job) -> int:
+    """Dispatched queued jobs ahead of `job` on its queue: higher priority first, then older first."""
+    ahead = or_(
+        Job.priority > job.priority,
+        and_(Job.priority == job.priority, Job.created_at < job.created_at),
+        and_(Job.priority == job.priority, Job.created_at == job.created_at, Job.id < job.id),
+    )
+    stmt = select(func.count()).where(Job.queue == job.queue, Job.status == S.queued, Job.held_reason.is_(None), ahead)
+    return session.scalar(stmt) or 0
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
+    return {str(status.value if isinstance(status, JobStatus) else status): n for status, n in rows}
+
+
+def last_complete_checkpoint_step(session: Session, job_id: str) -> int | None:
+    stmt = select(func.max(Checkpoint.step)).where(Checkpoint.job_id == job_id, Checkpoint.complete.is_(True))
+    return session.scalar(stmt)
+
+
+def list_events(session: Session, job_id: str, after: int | None, limit: int) -> list[JobEvent]:
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        stmt = stmt.where(JobEvent.id > after)
+    return list(session.scalars(stmt.order_by(JobEvent.id).limit(limit)))
+
+
+def list_metrics(
+    session: Session, job_id: str, names: Sequence[str], step_min: int | None, step_max: int | None
+) -> list[tuple[str, int, float]]:
+    stmt = select(Metric.name, Metric.step, Metric.value).where(Metric.job_id == job_id)
+    if names:
+        stmt = stmt.where(Metric.name.in_(names))
+    if step_min is not None:
+        stmt = stmt.where(Metric.step >= step_min)
+    if step_max is not None:
+        stmt = stmt.where(Metric.step <= step_max)
+    return [(n, s, v) for n, s, v in session.execute(stmt.order_by(Metric.name, Metric.step))]
+
+
+def list_complete_checkpoints(session: Session, job_id: str) -> list[Checkpoint]:
+    stmt = select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.complete.is_(True))
+    return list(session.scalars(stmt.order_by(Checkpoint.step)))
+
+
+def get_complete_checkpoint(session: Session, job_id: str, step: int) -> Checkpoint | None:
+    stmt = select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step, Checkpoint.complete.is_(True))
+    return session.scalar(stmt)
+
+
+def cancel_queued(session: Session, job_id: str) -> bool:
+    """queued -> cancelled at once, unless a worker claimed it meanwhile."""
+    now = utcnow()
+    values = {
+        "status": S.cancelled,
+        "cancel_requested_at": now,
+        "finished_at": now,
+        "failure_reason": FailureReason.cancelled,
+        "held_reason": None,
+    }
+    return _update(session, [Job.id == job_id, Job.status == S.queued], values)
+
+
+def request_cancel(session: Session, job_id: str) -> bool:
+    """An active job -> cancelling; its worker sees the request at its next heartbeat and stops."""
+    values = {"status": S.cancelling, "cancel_requested_at": utcnow()}
+    return _update(session, [Job.id == job_id, Job.status.in_(list(ACTIVE_STATUSES))], values)
+
+
+def requeue_for_retry(session: Session, job_id: str, max_attempts: int, dispatch: bool) -> bool:
+    """failed/cancelled -> queued; the attempt number is kept (the next claim increments it)."""
+    now = utcnow()
+    values = {
+        "status": S.queued,
+        "resume_checkpoint_step": last_complete_checkpoint_step(session, job_id),
+        "failure_reason": None,
+        "failure_message": None,
+        "finished_at": None,
+        "cancel_requested_at": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "max_attempts": max_attempts,
+        "dispatched_at": now if dispatch else None,
+        "held_reason": None if dispatch else "tenant_limit",
+    }
+    return _update(session, [Job.id == job_id, Job.status.in_([S.failed, S.cancelled])], values)
+
+
+def _update(session: Session, where: list[ColumnElement[bool]], values: dict[str, Any]) -> bool:
+    stmt = update(Job).where(*where).values(**values).execution_options(synchronize_session=False)
+    return session.execute(stmt).rowcount == 1
+
+
+# --- worker: leases, fencing, progress ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    job_id: str
+    tenant_id: str
+    attempt: int  # the fencing token: pass it to every write below
+    spec: JobSpec
+    resume_checkpoint_step: int | None
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class JobState:
+    status: JobStatus
+    attempt: int
+    cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class ExpiredLease:
+    job_id: str
+    attempt: int
+    status: JobStatus
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    job_id: str
+    queue: str
+    priority: int
+
+
+def claim_job(session: Session, job_id: str, worker_id: str, lease_s: float) -> ClaimedJob | None:
+    """Take the lease on a dispatched queued job: status -> validating, attempt += 1. None if someone else has it.
+
+    Postgres: the row is locked with SELECT ... FOR UPDATE SKIP LOCKED, so concurrent claimers skip it at once.
+    SQLite has a single writer, so the conditional UPDATE alone is atomic there. Commit right after.
+    """
+    claimable = [
+        Job.id == job_id,
+        Job.status == S.queued,
+        Job.dispatched_at.is_not(None),
+        Job.cancel_requested_at.is_(None),
+    ]
+    if session.get_bind().dialect.name == "postgresql":
+        locked = session.scalar(select(Job.id).where(*claimable).with_for_update(skip_locked=True))
+        if locked is None:
+            return None
+    now = utcnow()
+    expires = now + timedelta(seconds=lease_s)
+    stmt = (
+        update(Job)
+        .where(*claimable)
+        .values(
+            status=S.validating,
+            attempt=Job.attempt + 1,
+            lease_owner=worker_id,
+            lease_expires_at=expires,
+            heartbeat_at=now,
+            started_at=now,
+            held_reason=None,
+        )
+        .returning(Job.attempt, Job.tenant_id, Job.spec, Job.resume_checkpoint_step)
+        .execution_options(synchronize_session=False)
+    )
+    row = session.execute(stmt).one_or_none()
+    if row is None:
+        return None
+    append_event(session, job_id, row.attempt, "status", {"status": S.validating.value, "worker": worker_id})
+    return ClaimedJob(
+        job_id, row.tenant_id, row.attempt, JobSpec.model_validate(row.spec), row.resume_checkpoint_step, expires
+    )
+
+
+def renew_lease(session: Session, job_id: str, attempt: int, worker_id: str, lease_s: float) -> bool:
+    """Extend the lease (the heartbeat). False: the lease is lost, stop working on the job."""
+    now = utcnow()
+    where = [Job.id == job_id, Job.attempt == attempt, Job.lease_owner == worker_id, Job.status.in_(_NOT_FINAL)]
+    return _update(session, where, {"lease_expires_at": now + timedelta(seconds=lease_s), "heartbeat_at": now})
+
+
+def get_job_state(session: Session, job_id: str) -> JobState | None:
+    row = session.execute(select(Job.status, Job.attempt, Job.cancel_requested_at).where(Job.id == job_id)).first()
+    if row is None:
+        return None
+    return JobState(JobStatus(row.status), row.attempt, row.cancel_requested_at is not None)
+
+
+_TRANSITION_FIELDS = {"failure_reason", "failure_message", "step", "total_steps", "report", "resume_checkpoint_step"}
+
+
+def transition(session: Session, job_id: str, attempt: int, to_status: JobStatus, **fields: Any) -> bool:
+    """Move the job to `to_status` if the move is allowed and `attempt` is current; also logs a status event.
+
+    A final status releases the lease and sets finished_at. Extra fields: failure_reason, failure_message,
+    step, total_steps, report, resume_checkpoint_step.
+    """
+    unknown = set(fields) - _TRANSITION_FIELDS
+    if unknown:
+        raise ValueError(f"transition() cannot set {sorted(unknown)}")
+    values: dict[str, Any] = {"status": to_status, **fields}
+    if to_status in FINAL_STATUSES:
+        values.update(finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
+    allowed_from = list(predecessors(to_status))
+    if not _update(session, [Job.id == job_id, Job.attempt == attempt, Job.status.in_(allowed_from)], values):
+        return False
+    data = {"status": to_status.value} | {k: _plain(v) for k, v in fields.items() if k != "report"}
+    append_event(session, job_id, attempt, "status", data)
+    return True
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, JobStatus | FailureReason) else value
+
+
+def update_progress(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    *,
+    step: int,
+    total_steps: int | None = None,
+    tokens_per_s: float | None = None,
+    step_time_s: float | None = None,
+    latest_metrics: dict[str, Any] | None = None,
+) -> bool:
+    values: dict[str, Any] = {"step": step}
+    optional = {
+        "total_steps": total_steps,
+        "tokens_per_s": tokens_per_s,
+        "step_time_s": step_time_s,
+        "latest_metrics": latest_metrics,
+    }
+    values.update({k: v for k, v in optional.items() if v is not None})
+    return _update(session, [Job.id == job_id, Job.attempt == attempt, Job.status.in_(_NOT_FINAL)], values)
+
+
+def _holds_attempt(session: Session, job_id: str, attempt: int) -> bool:
+    """Lock the job row (Postgres) and check the fencing token, so a concurrent claim waits for this write."""
+    current = session.scalar(select(Job.attempt).where(Job.id == job_id).with_for_update())
+    return current == attempt
+
+
+def _insert(session: Session) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def record_metrics(session: Session, job_id: str, attempt: int, rows: Iterable[tuple[int, str, float]]) -> int:
+    """Upsert (step, name, value) rows in one statement; a resumed attempt overwrites steps after its checkpoint.
+
+    Returns the number of rows written (0 when `attempt` is stale).
+    """
+    values = [{"job_id": job_id, "attempt": attempt, "step": s, "name": n, "value": float(v)} for s, n, v in rows]
+    if not values or not _holds_attempt(session, job_id, attempt):
+        return 0
+    stmt = _insert(session)(Metric).values(values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id", "step", "name"],
+        set_={"value": stmt.excluded.value, "attempt": stmt.excluded.attempt},
+    )
+    session.execute(stmt)
+    return len(values)
+
+
+def append_event(session: Session, job_id: str, attempt: int, type: str, data: dict[str, Any]) -> int:
+    """Add an event to the job's log; returns its id (the SSE event id)."""
+    event = JobEvent(job_id=job_id, attempt=attempt, type=type, data=data)
+    session.add(event)
+    session.flush()
+    return event.id
+
+
+def record_checkpoint(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    *,
+    step: int,
+    storage_prefix: str,
+    manifest: dict[str, str],
+    size_bytes: int,
+    metrics: dict[str, Any] | None = None,
+    complete: bool = True,
+) -> bool:
+    """Upsert the checkpoint at `step`; call it with complete=True once every file and the manifest are uploaded."""
+    if not _holds_attempt(session, job_id, attempt):
+        return False
+    row = {
+        "job_id": job_id,
+        "attempt": attempt,
+        "step": step,
+        "storage_prefix": storage_prefix,
+        "manifest": manifest,
+        "size_bytes": size_bytes,
+        "metrics": metrics or {},
+        "complete": complete,
+        "created_at": utcnow(),
+    }
+    stmt = _insert(session)(Checkpoint).values(row)
+    stmt = stmt.on_conflict_do_update(index_elements=["job_id", "step"], set_={k: stmt.excluded[k] for k in row})
+    session.execute(stmt)
+    if complete:
+        append_event(session, job_id, attempt, "checkpoint", {"step": step, "size_bytes": size_bytes})
+    return True
+
+
+def set_report(session: Session, job_id: str, attempt: int, report: dict[str, Any]) -> bool:
+    return _update(session, [Job.id == job_id, Job.attempt == attempt], {"report": report})
+
+
+# --- worker: the sweeper ----------------------------------------------------------------------------------------
+
+
+def find_expired_leases(session: Session, now: datetime | None = None, limit: int = 100) -> list[ExpiredLease]:
+    stmt = (
+        select(Job.id, Job.attempt, Job.status)
+        .where(Job.status.in_([*ACTIVE_STATUSES, S.cancelling]), Job.lease_expires_at < (now or utcnow()))
+        .order_by(Job.lease_expires_at)
+        .limit(limit)
+    )
+    return [ExpiredLease(r.id, r.attempt, JobStatus(r.status)) for r in session.execute(stmt)]
+
+
+def requeue_expired(session: Session, job_id: str, attempt: int, now: datetime | None = None) -> JobStatus | None:
+    """Heal a job whose worker vanished (its lease expired): see `_requeue_or_end`. Returns the new status (None:
+    nothing changed). When it is queued, send get_wakeup(...) after the commit."""
+    now = now or utcnow()
+    where = [Job.id == job_id, Job.attempt == attempt, Job.lease_expires_at < now]
+    message = f"the worker stopped heartbeating (attempt {attempt})"
+    return _requeue_or_end(session, job_id, attempt, where, message, now)
+
+
+def requeue_failed_attempt(session: Session, job_id: str, attempt: int, message: str) -> JobStatus | None:
+    """An attempt failed for an infrastructure reason while its worker held the lease: see `_requeue_or_end`."""
+    where = [Job.id == job_id, Job.attempt == attempt, Job.status.in_([*ACTIVE_STATUSES, S.cancelling])]
+    event = {"reason": "infrastructure", "message": message}
+    return _requeue_or_end(session, job_id, attempt, where, message, utcnow(), event)
+
+
+def _requeue_or_end(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    where: list[ColumnElement[bool]],
+    message: str,
+    now: datetime,
+    failed_event: dict[str, Any] | None = None,
+) -> JobStatus | None:
+    """cancelling -> cancelled; out of attempts -> failed (infrastructure); else -> queued, to resume from the
+    last complete checkpoint, lease released and marked dispatched. `failed_event` is logged as attempt_failed."""
+    row = session.execute(select(Job.status, Job.max_attempts).where(*where).with_for_update()).first()
+    if row is None:
+        return None
+    if failed_event is not None:
+        append_event(session, job_id, attempt, "attempt_failed", failed_event)
+    status = JobStatus(row.status)
+    if status is S.cancelling:
+        target, fields = S.cancelled, {"failure_reason": FailureReason.cancelled}
+    elif attempt >= row.max_attempts:
+        message = f"{message} (gave up after {attempt} attempts)"
+        target, fields = S.failed, {"failure_reason": FailureReason.infrastructure, "failure_message": message}
+    else:
+        target, fields = S.queued, {"resume_checkpoint_step": last_complete_checkpoint_step(session, job_id)}
+    if not transition(session, job_id, attempt, target, **fields):
+        return None
+    if target is S.queued:
+        _update(session, [Job.id == job_id], {"lease_owner": None, "lease_expires_at": None, "dispatched_at": now})
+    return target
+
+
+def get_wakeup(session: Session, job_id: str) -> QueuedJob | None:
+    """What to send to the broker for a queued, dispatched job (None otherwise)."""
+    stmt = select(Job.id, Job.queue, Job.priority).where(
+        Job.id == job_id, Job.status == S.queued, Job.held_reason.is_(None)
+    )
+    row = session.execute(stmt).first()
+    return QueuedJob(row.id, row.queue, row.priority) if row else None
+
+
+def find_unsent_queued(
+    session: Session, older_than_s: float, now: datetime | None = None, limit: int = 100
+) -> list[QueuedJob]:
+    """Dispatched queued jobs whose wake-up may have been lost (a crash between commit and send): re-send them
+    and call mark_dispatched so they are not re-sent again before `older_than_s`."""
+    cutoff = (now or utcnow()) - timedelta(seconds=older_than_s)
+    stmt = (
+        select(Job.id, Job.queue, Job.priority)
+        .where(Job.status == S.queued, Job.held_reason.is_(None), Job.dispatched_at < cutoff)
+        .order_by(Job.dispatched_at)
+        .limit(limit)
+    )
+    return [QueuedJob(r.id, r.queue, r.priority) for r in session.execute(stmt)]
+
+
+def mark_dispatched(session: Session, job_ids: Sequence[str], now: datetime | None = None) -> None:
+    if job_ids:
+        _update_many(session, job_ids, {"dispatched_at": now or utcnow(), "held_reason": None})
+
+
+def _update_many(session: Session, job_ids: Sequence[str], values: dict[str, Any]) -> None:
+    stmt = update(Job).where(Job.id.in_(job_ids)).values(**values).execution_options(synchronize_session=False)
+    session.execute(stmt)
+
+
+def tenant_job_limits(session: Session, default_limit: int) -> dict[str, int]:
+    """Per-tenant limit of active jobs for every tenant with held jobs."""
+    stmt = select(Tenant.id, func.coalesce(Tenant.max_active_jobs, default_limit)).where(
+        Tenant.id.in_(select(Job.tenant_id).where(Job.status == S.queued, Job.held_reason.is_not(None)))
+    )
+    return {tenant_id: limit for tenant_id, limit in session.execute(stmt)}
+
+
+def dispatchable_held_jobs(session: Session, default_limit: int, per_tenant: int = 100) -> list[QueuedJob]:
+    """Held jobs that their tenant's limit now lets through, most urgent first. mark_dispatched them, commit,
+    then send them."""
+    released: list[QueuedJob] = []
+    for tenant_id, limit in tenant_job_limits(session, default_limit).items():
+        free = min(limit - count_active_dispatched(session, tenant_id, cap=limit), per_tenant)
+        if free <= 0:
+            continue
+        stmt = (
+            select(Job.id, Job.queue, Job.priority)
+            .where(Job.tenant_id == tenant_id, Job.status == S.queued, Job.held_reason.is_not(None))
+            .order_by(Job.priority.desc(), Job.created_at, Job.id)
+            .limit(free)
+            .with_for_update(skip_locked=True)
+        )
+        released += [QueuedJob(r.id, r.queue, r.priority) for r in session.execute(stmt)]
+    return released

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from lingudistill.spec import JobSpec
+from service.models import FailureReason, JobStatus
+
+
+class Progress(BaseModel):
+    step: int | None = Field(None, description="Last optimiser step reported by the worker.")
+    total_steps: int | None = None
+    percent: float | None = Field(None, description="step / total_steps x 100.")
+    eta_s: float | None = Field(None, description="Seconds to the last step at the current step time.")
+    tokens_per_s: float | None = Field(None, description="Training throughput.")
+    step_time_s: float | None = None
+    latest_metrics: dict[str, Any] | None = None
+    attempt: int = Field(description="Attempt number (0 before the first claim).")
+
+
+class QueueInfo(BaseModel):
+    position: int = Field(description="Queued jobs ahead of this one on its queue (0: next).")
+    reason: str = Field(description="Why the job is waiting.")
+    held: bool = Field(description="True when the job is held back by a tenant limit and not yet dispatched.")
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+    metrics: str
+    checkpoints: str
+    report: str
+    cancel: str
+    retry: str
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    status: JobStatus
+    tenant_id: str
+    queue: str
+    priority: int
+    attempt: int
+    max_attempts: int
+    spec: JobSpec = Field(description="The resolved spec: every default written out, the seed generated.")
+    metadata: dict[str, str]
+    progress: Progress
+    queue_info: QueueInfo | None = Field(None, description="Present while the job is queued.")
+    resume_checkpoint_step: int | None = Field(None, description="The next attempt resumes from this checkpoint.")
+    cancel_requested_at: datetime | None = None
+    failure_reason: FailureReason | None = None
+    failure_message: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    links: JobLinks
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(None, description="Pass as `after` to get the next (older) page.")
+
+
+class EventOut(BaseModel):
+    id: int = Field(description="Monotonic event id; the SSE id and the pagination cursor.")
+    job_id: str
+    attempt: int
+    type: str = Field(description="status, validation, checkpoint, evaluation, error, log, ...")
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: int | None = Field(None, description="Pass as `after` for the next events.")
+
+
+class MetricPoint(BaseModel):
+    step: int
+    value: float
+
+
+class MetricSeries(BaseModel):
+    name: str
+    points: list[MetricPoint]
+    downsampled: bool
+
+
+class MetricsOut(BaseModel):
+    job_id: str
+    series: list[MetricSeries]
+
+
+class CheckpointFile(BaseModel):
+    path: str
+    sha256: str
+    url: str = Field(description="A short-lived presigned URL (S3) or this API's streamed download route.")
+
+
+class CheckpointOut(BaseModel):
+    step: int
+    attempt: int
+    size_bytes: int
+    metrics: dict[str, Any]
+    manifest: dict[str, str] = Field(description="{relative file path: sha256}")
+    files: list[CheckpointFile]
+    created_at: datetime
+
+
+class ModelOut(BaseModel):
+    job_id: str
+    size_bytes: int
+    manifest: dict[str, str] = Field(description="{relative file path: sha256}")
+    files: list[CheckpointFile] = Field(description="The repaired student's HF folder, file by file.")
+
+
+class CheckpointList(BaseModel):
+    job_id: str
+    items: list[CheckpointOut]

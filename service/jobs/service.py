@@ -1,0 +1,343 @@
+"""Job use cases. No commits here: the request's session commits, then buffered wake-ups are sent."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy.orm import Session
+
+from lingudistill.spec import JobSpec
+from service.auth import Principal
+from service.datasets import repository as datasets_repository
+from service.dispatch import DispatchBuffer
+from service.errors import (
+    CheckpointNotFound,
+    InvalidTransition,
+    JobNotFound,
+    ModelNotReady,
+    ReportNotReady,
+    UriNotAllowed,
+)
+from service.jobs import repository
+from service.jobs.schemas import (
+    CheckpointFile,
+    CheckpointList,
+    CheckpointOut,
+    JobLinks,
+    JobOut,
+    MetricPoint,
+    MetricSeries,
+    ModelOut,
+    Progress,
+    QueueInfo,
+)
+from service.models import ACTIVE_STATUSES, FINAL_STATUSES, Checkpoint, Job, JobStatus, utcnow
+from service.pagination import decode_cursor, encode_cursor
+from service.settings import Settings
+from service.storage import Storage, clean_key
+from service.uri_policy import UriPolicy
+
+
+def load_job(session: Session, principal: Principal, job_id: str) -> Job:
+    job = repository.get_job(session, principal, job_id)
+    if job is None:
+        raise JobNotFound(f"no job {job_id}")
+    return job
+
+
+def check_uris(session: Session, principal: Principal, spec: JobSpec, settings: Settings) -> None:
+    def dataset_exists(dataset_id: str) -> bool:
+        return datasets_repository.get_dataset(session, principal, dataset_id) is not None
+
+    errors = UriPolicy(settings, dataset_exists).violations(spec)
+    if errors:
+        raise UriNotAllowed(f"{len(errors)} URI(s) refused by the URI policy", errors=errors)
+
+
+def tenant_limit(session: Session, tenant_id: str, settings: Settings) -> int:
+    return repository.tenant_max_active_jobs(session, tenant_id) or settings.max_active_jobs_per_tenant
+
+
+def _may_dispatch(session: Session, principal: Principal, tenant_id: str, settings: Settings) -> bool:
+    if principal.tenant_id == tenant_id and not principal.is_admin:
+        limit = principal.max_active_jobs or settings.max_active_jobs_per_tenant
+    else:
+        limit = tenant_limit(session, tenant_id, settings)
+    return repository.count_active_dispatched(session, tenant_id, cap=limit) < limit
+
+
+def create_job(
+    session: Session, principal: Principal, spec: JobSpec, settings: Settings, buffer: DispatchBuffer
+) -> Job:
+    check_uris(session, principal, spec, settings)
+    resolved = spec.resolved()
+    dispatch = _may_dispatch(session, principal, principal.tenant_id, settings)
+    now = utcnow()
+    job = Job(
+        tenant_id=principal.tenant_id,
+        name=resolved.name,
+        status=JobStatus.queued,
+        spec=resolved.model_dump(mode="json"),
+        priority=resolved.resources.priority,
+        queue=resolved.resources.queue,
+        attempt=0,
+        max_attempts=settings.max_attempts,
+        meta=dict(resolved.metadata),
+        total_steps=resolved.training.max_steps,
+        created_at=now,
+        updated_at=now,
+        dispatched_at=now if dispatch else None,
+        held_reason=None if dispatch else "tenant_limit",
+    )
+    repository.add_job(session, job)
+    if dispatch:
+        buffer.add(job.id, job.queue, job.priority)
+    repository.append_event(session, job.id, 0, "status", {"status": "queued", "held": not dispatch})
+    return job
+
+
+def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
+    job = load_job(session, principal, job_id)
+    if job.status in (JobStatus.cancelling, JobStatus.cancelled):
+        return job
+    if job.status in FINAL_STATUSES:
+        raise InvalidTransition(f"a {job.status.value} job cannot be cancelled")
+    if repository.cancel_queued(session, job.id):
+        repository.append_event(session, job.id, job.attempt, "status", {"status": "cancelled", "by": "user"})
+    elif repository.request_cancel(session, job.id):
+        repository.append_event(session, job.id, job.attempt, "status", {"status": "cancelling", "by": "user"})
+    session.refresh(job)
+    return job
+
+
+def retry_job(session: Session, principal: Principal, job_id: str, settings: Settings, buffer: DispatchBuffer) -> Job:
+    job = load_job(session, principal, job_id)
+    if job.status not in (JobStatus.failed, JobStatus.cancelled):
+        raise InvalidTransition(f"only failed or cancelled jobs can be retried; this one is {job.status.value}")
+    dispatch = _may_dispatch(session, principal, job.tenant_id, settings)
+    if not repository.requeue_for_retry(session, job.id, job.attempt + settings.max_attempts, dispatch):
+        raise InvalidTransition("the job changed state meanwhile")
+    session.refresh(job)
+    data = {"status": "queued", "retry": True, "resume_from_step": job.resume_checkpoint_step, "held": not dispatch}
+    repository.append_event(session, job.id, job.attempt, "status", data)
+    if dispatch:
+        buffer.add(job.id, job.queue, job.priority)
+    return job
+
+
+def get_report(session: Session, principal: Principal, job_id: str) -> dict[str, Any]:
+    job = load_job(session, principal, job_id)
+    if job.report is None:
+        raise ReportNotReady(f"job {job_id} has no report yet (status {job.status.value})")
+    return job.report
+
+
+# --- views --------------------------------------------------------------------------------------------------
+
+
+def job_links(job_id: str) -> JobLinks:
+    base = f"/v1/jobs/{job_id}"
+    return JobLinks(
+        self=base,
+        events=f"{base}/events",
+        metrics=f"{base}/metrics",
+        checkpoints=f"{base}/checkpoints",
+        report=f"{base}/report",
+        cancel=f"{base}/cancel",
+        retry=f"{base}/retry",
+    )
+
+
+def progress_of(job: Job) -> Progress:
+    percent = eta = None
+    if job.step is not None and job.total_steps:
+        percent = round(100.0 * job.step / job.total_steps, 2)
+        if job.step_time_s and job.status in ACTIVE_STATUSES:
+            eta = round(max(job.total_steps - job.step, 0) * job.step_time_s, 1)
+    return Progress(
+        step=job.step,
+        total_steps=job.total_steps,
+        percent=percent,
+        eta_s=eta,
+        tokens_per_s=job.tokens_per_s,
+        step_time_s=job.step_time_s,
+        latest_metrics=job.latest_metrics,
+        attempt=job.attempt,
+    )
+
+
+def queue_info_of(session: Session, job: Job, settings: Settings) -> QueueInfo | None:
+    if job.status is not JobStatus.queued:
+        return None
+    position = repository.queue_position(session, job)
+    if job.held_reason:
+        limit = tenant_limit(session, job.tenant_id, settings)
+        reason = f"tenant limit of {limit} queued+running jobs reached; dispatched when one finishes"
+    else:
+        reason = f"waiting for a worker on queue {job.queue} ({position} job(s) ahead)"
+    return QueueInfo(position=position, reason=reason, held=job.held_reason is not None)
+
+
+def job_view(job: Job, queue_info: QueueInfo | None = None) -> JobOut:
+    return JobOut(
+        id=job.id,
+        name=job.name,
+        status=job.status,
+        tenant_id=job.tenant_id,
+        queue=job.queue,
+        priority=job.priority,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        spec=JobSpec.model_validate(job.spec),
+        metadata=job.meta,
+        progress=progress_of(job),
+        queue_info=queue_info,
+        resume_checkpoint_step=job.resume_checkpoint_step,
+        cancel_requested_at=job.cancel_requested_at,
+        failure_reason=job.failure_reason,
+        failure_message=job.failure_message,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        links=job_links(job.id),
+    )
+
+
+def detailed_view(session: Session, job: Job, settings: Settings) -> JobOut:
+    return job_view(job, queue_info_of(session, job, settings))
+
+
+def list_jobs(
+    session: Session, principal: Principal, filters: repository.JobFilters, limit: int, after: str | None
+) -> tuple[list[JobOut], str | None]:
+    jobs = repository.list_jobs(session, principal, filters, limit + 1, decode_cursor(after) if after else None)
+    page = jobs[:limit]
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(jobs) > limit else None
+    return [job_view(j) for j in page], next_cursor
+
+
+# --- metrics ------------------------------------------------------------------------------------------------
+
+
+def downsample(points: list[tuple[int, float]], max_points: int) -> list[MetricPoint]:
+    """Split the series into max_points buckets of consecutive steps; each becomes (last step, mean value)."""
+    if len(points) <= max_points:
+        return [MetricPoint(step=s, value=v) for s, v in points]
+    size = math.ceil(len(points) / max_points)
+    buckets = [points[i : i + size] for i in range(0, len(points), size)]
+    return [MetricPoint(step=b[-1][0], value=sum(v for _, v in b) / len(b)) for b in buckets]
+
+
+def metric_series(
+    session: Session,
+    principal: Principal,
+    job_id: str,
+    names: list[str],
+    step_min: int | None,
+    step_max: int | None,
+    max_points: int,
+) -> list[MetricSeries]:
+    job = load_job(session, principal, job_id)
+    grouped: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for name, step, value in repository.list_metrics(session, job.id, names, step_min, step_max):
+        grouped[name].append((step, value))
+    return [
+        MetricSeries(name=name, points=downsample(points, max_points), downsampled=len(points) > max_points)
+        for name, points in sorted(grouped.items())
+    ]
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------
+
+
+def checkpoint_list(
+    session: Session, principal: Principal, job_id: str, storage: Storage, expiry_s: int
+) -> CheckpointList:
+    job = load_job(session, principal, job_id)
+    items = [
+        _checkpoint_view(job.id, c, storage, expiry_s) for c in repository.list_complete_checkpoints(session, job.id)
+    ]
+    return CheckpointList(job_id=job.id, items=items)
+
+
+def _checkpoint_view(job_id: str, checkpoint: Checkpoint, storage: Storage, expiry_s: int) -> CheckpointOut:
+    files = []
+    for path, sha in sorted(checkpoint.manifest.items()):
+        url = storage.presigned_get_url(f"{checkpoint.storage_prefix}/{path}", expiry_s)
+        files.append(
+            CheckpointFile(path=path, sha256=sha, url=url or checkpoint_file_route(job_id, checkpoint.step, path))
+        )
+    return CheckpointOut(
+        step=checkpoint.step,
+        attempt=checkpoint.attempt,
+        size_bytes=checkpoint.size_bytes,
+        metrics=checkpoint.metrics,
+        manifest=checkpoint.manifest,
+        files=files,
+        created_at=checkpoint.created_at,
+    )
+
+
+def model_view(session: Session, principal: Principal, job_id: str, storage: Storage, expiry_s: int) -> ModelOut:
+    """The repaired model's files with download links; 404 until the worker has uploaded its manifest."""
+    job = load_job(session, principal, job_id)
+    manifest = _model_manifest(job.id, storage)
+    files = []
+    for path, sha in sorted(manifest.items()):
+        key = f"{model_prefix(job.id)}/{path}"
+        url = storage.presigned_get_url(key, expiry_s) or f"/v1/jobs/{job.id}/model/files/{quote(path)}"
+        files.append(CheckpointFile(path=path, sha256=sha, url=url))
+    size = sum(storage.size(f"{model_prefix(job.id)}/{path}") for path in manifest)
+    return ModelOut(job_id=job.id, size_bytes=size, manifest=manifest, files=files)
+
+
+def model_file(session: Session, principal: Principal, job_id: str, path: str, storage: Storage) -> CheckpointFileRef:
+    job = load_job(session, principal, job_id)
+    manifest = _model_manifest(job.id, storage)
+    if path not in manifest:
+        raise ModelNotReady(f"the model of job {job_id} has no file {path!r}")
+    key = f"{model_prefix(job.id)}/{clean_key(path)}"
+    return CheckpointFileRef(key=key, sha256=manifest[path], size=storage.size(key))
+
+
+def model_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/model"  # where the worker uploads it (worker.transfers.model_prefix)
+
+
+def _model_manifest(job_id: str, storage: Storage) -> dict[str, str]:
+    key = f"{model_prefix(job_id)}/manifest.json"
+    if not storage.exists(key):
+        raise ModelNotReady(f"job {job_id} has no repaired model yet")
+    with storage.open(key) as handle:
+        return json.load(handle)["files"]
+
+
+def checkpoint_file_route(job_id: str, step: int, path: str) -> str:
+    return f"/v1/jobs/{job_id}/checkpoints/{step}/files/{quote(path)}"
+
+
+@dataclass(frozen=True)
+class CheckpointFileRef:
+    key: str
+    sha256: str
+    size: int
+
+
+def checkpoint_file(
+    session: Session, principal: Principal, job_id: str, step: int, path: str, storage: Storage
+) -> CheckpointFileRef:
+    """The storage object of one file of a complete checkpoint; only paths in its manifest exist."""
+    job = load_job(session, principal, job_id)
+    checkpoint = repository.get_complete_checkpoint(session, job.id, step)
+    if checkpoint is None:
+        raise CheckpointNotFound(f"job {job_id} has no complete checkpoint at step {step}")
+    if path not in checkpoint.manifest:
+        raise CheckpointNotFound(f"checkpoint {step} has no file {path!r}")
+    key = f"{checkpoint.storage_prefix}/{clean_key(path)}"
+    return CheckpointFileRef(key=key, sha256=checkpoint.manifest[path], size=storage.size(key))

@@ -1,0 +1,86 @@
+// The recovery report as tables (shared by the job page and the comparison).
+
+import { h, number, percent } from "./dom.js";
+
+export function verdict(report) {
+  return h(
+    "p",
+    { class: `verdict-banner ${report.passed ? "pass" : "fail"}`, "data-verdict": report.passed ? "passed" : "failed" },
+    h("strong", {}, report.passed ? "✓ Passed" : "✗ Failed"),
+    report.passed ? " — every quality gate passed." : " — at least one quality gate failed.",
+  );
+}
+
+export function gatesTable(report) {
+  return table(
+    "Quality gates",
+    ["Gate", "Threshold", "Value", "Verdict", "Note"],
+    report.gates.map((gate) => [
+      h("code", {}, gate.name),
+      number(gate.threshold),
+      number(gate.value),
+      h("span", { class: gate.passed ? "verdict pass" : "verdict fail" }, gate.passed ? "✓ pass" : "✗ fail"),
+      gate.note || "",
+    ]),
+    "gates-table",
+  );
+}
+
+export function languageTable(report) {
+  const language = report.language;
+  const rows = language.suites.map((suite) => [
+    suite.name,
+    suite.metric || "",
+    suite.n_items ?? "—",
+    number(suite.teacher),
+    number(suite.before),
+    number(suite.after),
+    signed(suite.delta),
+    suite.recovery === null || suite.recovery === undefined
+      ? h("span", { title: suite.recovery_note || "" }, "n/a")
+      : percent(suite.recovery),
+  ]);
+  rows.push([
+    h("strong", {}, "Average"),
+    "",
+    "",
+    number(language.average.teacher),
+    number(language.average.before),
+    number(language.average.after),
+    "",
+    h("strong", {}, language.mean_recovery === null ? "n/a" : percent(language.mean_recovery)),
+  ]);
+  const notes = language.suites.filter((suite) => suite.recovery_note).map((suite) => h("li", {}, `${suite.name}: ${suite.recovery_note}`));
+  return h(
+    "div",
+    {},
+    table("Language suites (recovery = (after − before) / (teacher − before))", ["Suite", "Metric", "Items", "Teacher", "Before", "After", "Δ", "Recovery"], rows, "language-table"),
+    notes.length ? h("ul", { class: "notes small muted" }, notes) : null,
+  );
+}
+
+export function visionTable(report) {
+  const vision = report.vision;
+  const rows = vision.suites.map((suite) => [suite.name, suite.metric || "", suite.n_items ?? "—", number(suite.before), number(suite.after), signed(suite.retention)]);
+  rows.push([h("strong", {}, "Average"), "", "", number(vision.average.before), number(vision.average.after), signed(vision.retention)]);
+  return table("Vision suites (retention = after − before)", ["Suite", "Metric", "Items", "Before", "After", "Retention"], rows, "vision-table");
+}
+
+export function table(caption, headers, rows, id) {
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      { id },
+      h("caption", {}, caption),
+      h("thead", {}, h("tr", {}, headers.map((name) => h("th", { scope: "col" }, name)))),
+      h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((cell, i) => (i === 0 ? h("th", { scope: "row" }, cell) : h("td", {}, cell)))))),
+    ),
+  );
+}
+
+function signed(value) {
+  if (value === null || value === undefined) return "—";
+  return `${value > 0 ? "+" : ""}${number(value)}`;
+}

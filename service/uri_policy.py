@@ -1,0 +1,135 @@
+"""Which URIs a job spec may name, checked at submission.
+
+No URI may reach a loopback, private, link-local (cloud metadata) or otherwise internal address unless
+settings.allow_private_network: host names are resolved and every address is checked, including IPv4-mapped
+IPv6 and numeric forms such as 2130706433 or 0x7f.1.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+from lingudistill.spec import JobSpec, local_path
+from lingudistill.uris import parse_hf_uri, parse_s3_uri, uri_scheme
+from service.errors import FieldError
+from service.settings import Settings
+
+Resolver = Callable[[str], list[str]]
+DatasetExists = Callable[[str], bool]
+NETWORK_SCHEMES = {"http", "https", "ftp", "ws", "wss"}
+
+
+def resolve_host(host: str) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except socket.gaierror:
+        return []
+    return sorted({info[4][0] for info in infos})
+
+
+def spec_uris(spec: JobSpec) -> Iterator[tuple[list[str | int], str]]:
+    """(location in the body, uri) for every URI in the spec."""
+    yield ["body", "student"], spec.student
+    yield ["body", "teacher"], spec.teacher
+    for i, source in enumerate(spec.mixture):
+        yield ["body", "mixture", i, "uri"], source.uri
+    for group in ("language", "vision"):
+        for i, suite in enumerate(getattr(spec.evaluation, group)):
+            yield ["body", "evaluation", group, i, "uri"], suite.uri
+
+
+def is_internal_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def _numeric_host(host: str) -> str | None:
+    """A host written as a number (2130706433, 0x7f000001) as an IP address string."""
+    try:
+        return str(ipaddress.ip_address(int(host, 0)))
+    except ValueError:
+        return None
+
+
+class UriPolicy:
+    def __init__(self, settings: Settings, dataset_exists: DatasetExists, resolver: Resolver | None = None) -> None:
+        self.settings = settings
+        self.dataset_exists = dataset_exists
+        self.resolver = resolver or resolve_host
+
+    def violations(self, spec: JobSpec) -> list[FieldError]:
+        errors = []
+        for loc, uri in spec_uris(spec):
+            problem = self.check(uri)
+            if problem:
+                errors.append(FieldError(loc=loc, msg=f"{uri!r}: {problem}"))
+        return errors
+
+    def check(self, uri: str) -> str | None:
+        """Why `uri` is refused, or None."""
+        scheme = uri_scheme(uri)
+        if scheme not in self.settings.allowed_schemes:
+            return f"scheme '{scheme}' is not allowed (allowed: {', '.join(self.settings.allowed_schemes)})"
+        checker = {"dataset": self._dataset, "s3": self._s3, "hf": self._hf, "file": self._local}.get(scheme)
+        if checker is not None:
+            return checker(uri)
+        return self._network(uri)
+
+    def _dataset(self, uri: str) -> str | None:
+        dataset_id = uri.removeprefix("dataset://").strip("/")
+        return None if dataset_id and self.dataset_exists(dataset_id) else "no such dataset"
+
+    def _s3(self, uri: str) -> str | None:
+        try:
+            bucket, _ = parse_s3_uri(uri)
+        except ValueError as exc:
+            return str(exc)
+        allowed = self.settings.allowed_s3_buckets
+        return None if allowed is None or bucket in allowed else f"bucket '{bucket}' is not allowed"
+
+    def _hf(self, uri: str) -> str | None:
+        try:
+            repo, _, _ = parse_hf_uri(uri)
+        except ValueError as exc:
+            return str(exc)
+        allowed = self.settings.allowed_hf_orgs
+        org = repo.split("/", 1)[0] if "/" in repo else ""
+        return None if allowed is None or org in allowed else f"organisation '{org or repo}' is not allowed"
+
+    def _local(self, uri: str) -> str | None:
+        try:  # '~user' with no such user, NUL bytes, lone surrogates: refused, not a 500 (Schemathesis, issue 9)
+            path = local_path(uri)
+            if not path.is_absolute():
+                return "a local path must be absolute"
+            resolved = Path(path).resolve()
+        except (RuntimeError, ValueError, OSError) as exc:
+            return f"not a usable local path: {exc}"
+        roots = [Path(r).resolve() for r in self.settings.allowed_local_roots]
+        if any(resolved.is_relative_to(root) for root in roots):
+            return None
+        return "local paths are allowed only under: " + (", ".join(map(str, roots)) or "(none configured)")
+
+    def _network(self, uri: str) -> str | None:
+        host = urlparse(uri).hostname
+        if not host:
+            return "no host in URI"
+        if self.settings.allow_private_network:
+            return None
+        numeric = _numeric_host(host)
+        addresses = [numeric] if numeric else self._addresses(host)
+        if not addresses:
+            return f"host '{host}' does not resolve"
+        internal = [a for a in addresses if is_internal_address(a)]
+        return f"host '{host}' resolves to a non-public address ({internal[0]})" if internal else None
+
+    def _addresses(self, host: str) -> list[str]:
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            return self.resolver(host)

@@ -1,0 +1,183 @@
+"""Every query on webhook endpoints, deliveries and attempts. API reads go through `scoped()` (the tenant filter);
+the delivery loop's queries below them are unscoped by design (it serves every tenant). None of these commit."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from service.auth import Principal, scoped
+from service.models import Job, JobEvent, WebhookAttempt, WebhookCursor, WebhookDelivery, WebhookEndpoint
+
+FINAL_STATUS_VALUES = ("succeeded", "failed", "cancelled")
+
+# --- API ----------------------------------------------------------------------------------------------------
+
+
+def get_endpoint(session: Session, principal: Principal, webhook_id: str) -> WebhookEndpoint | None:
+    stmt = scoped(select(WebhookEndpoint), WebhookEndpoint, principal).where(WebhookEndpoint.id == webhook_id)
+    return session.scalar(stmt)
+
+
+def add_endpoint(session: Session, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+    session.add(endpoint)
+    session.flush()
+    return endpoint
+
+
+def delete_endpoint(session: Session, endpoint: WebhookEndpoint) -> None:
+    session.delete(endpoint)
+    session.flush()
+
+
+def list_endpoints(
+    session: Session, principal: Principal, limit: int, after: tuple[datetime, str] | None
+) -> list[WebhookEndpoint]:
+    stmt = scoped(select(WebhookEndpoint), WebhookEndpoint, principal)
+    if after is not None:
+        created, row_id = after
+        older = or_(
+            WebhookEndpoint.created_at < created,
+            and_(WebhookEndpoint.created_at == created, WebhookEndpoint.id < row_id),
+        )
+        stmt = stmt.where(older)
+    order = (WebhookEndpoint.created_at.desc(), WebhookEndpoint.id.desc())
+    return list(session.scalars(stmt.order_by(*order).limit(limit)))
+
+
+def list_deliveries(
+    session: Session, endpoint_id: str, limit: int, after: tuple[datetime, str] | None, status: str | None
+) -> list[WebhookDelivery]:
+    stmt = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
+    if status is not None:
+        stmt = stmt.where(WebhookDelivery.status == status)
+    if after is not None:
+        created, row_id = after
+        older = or_(
+            WebhookDelivery.created_at < created,
+            and_(WebhookDelivery.created_at == created, WebhookDelivery.id < row_id),
+        )
+        stmt = stmt.where(older)
+    order = (WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+    return list(session.scalars(stmt.order_by(*order).limit(limit)))
+
+
+def attempts_of(session: Session, delivery_ids: Sequence[str]) -> dict[str, list[WebhookAttempt]]:
+    grouped: dict[str, list[WebhookAttempt]] = defaultdict(list)
+    if delivery_ids:
+        stmt = select(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(delivery_ids))
+        for attempt in session.scalars(stmt.order_by(WebhookAttempt.delivery_id, WebhookAttempt.id)):
+            grouped[attempt.delivery_id].append(attempt)
+    return grouped
+
+
+# --- the delivery loop: from job events to deliveries ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventRow:
+    event: JobEvent
+    tenant_id: str
+    job_name: str
+    report_passed: bool | None
+
+
+def lock_cursor(session: Session, name: str) -> WebhookCursor | None:
+    """The cursor row, locked until commit; None when another process holds it (it is doing the work)."""
+    stmt = select(WebhookCursor).where(WebhookCursor.name == name)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+        row = session.scalar(stmt)
+        if row is None and session.get(WebhookCursor, name) is None:
+            return _create_cursor(session, name)
+        return row
+    return session.scalar(stmt) or _create_cursor(session, name)
+
+
+def _create_cursor(session: Session, name: str) -> WebhookCursor:
+    cursor = WebhookCursor(name=name, last_event_id=session.scalar(select(func.max(JobEvent.id))) or 0)
+    session.add(cursor)
+    session.flush()
+    return cursor
+
+
+def relevant_events(session: Session, after: int, limit: int) -> list[EventRow]:
+    """Final-status and checkpoint events after `after`, with their job's tenant, name and report verdict."""
+    final = and_(JobEvent.type == "status", JobEvent.data["status"].as_string().in_(FINAL_STATUS_VALUES))
+    stmt = (
+        select(JobEvent, Job.tenant_id, Job.name, Job.report["passed"].as_boolean())
+        .join(Job, Job.id == JobEvent.job_id)
+        .where(JobEvent.id > after, or_(JobEvent.type == "checkpoint", final))
+        .order_by(JobEvent.id)
+        .limit(limit)
+    )
+    return [EventRow(event, tenant, name, passed) for event, tenant, name, passed in session.execute(stmt)]
+
+
+def settled_horizon(session: Session, after: int, before: datetime) -> int | None:
+    """The newest event id written before `before`: the cursor may move up to it."""
+    return session.scalar(select(func.max(JobEvent.id)).where(JobEvent.id > after, JobEvent.created_at < before))
+
+
+def endpoints_of_tenants(session: Session, tenant_ids: Iterable[str]) -> list[WebhookEndpoint]:
+    ids = sorted(set(tenant_ids))
+    if not ids:
+        return []
+    return list(session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.tenant_id.in_(ids))))
+
+
+def insert_deliveries(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert, skipping (endpoint, event) pairs that already have a delivery: a re-read event is harmless."""
+    if not rows:
+        return
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(WebhookDelivery).values(rows).on_conflict_do_nothing(index_elements=["endpoint_id", "event_id"])
+    session.execute(stmt)
+
+
+# --- the delivery loop: sending ---------------------------------------------------------------------------------
+
+
+def due_deliveries(session: Session, now: datetime, limit: int) -> list[str]:
+    stmt = (
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def claim_delivery(session: Session, delivery_id: str, now: datetime, until: datetime) -> bool:
+    """Push the due time to `until` so no other loop sends it meanwhile; False if another loop claimed it first."""
+    where = [
+        WebhookDelivery.id == delivery_id,
+        WebhookDelivery.status == "pending",
+        WebhookDelivery.next_attempt_at <= now,
+    ]
+    stmt = update(WebhookDelivery).where(*where).values(next_attempt_at=until)
+    return session.execute(stmt.execution_options(synchronize_session=False)).rowcount == 1
+
+
+def delivery_with_endpoint(session: Session, delivery_id: str) -> tuple[WebhookDelivery, WebhookEndpoint] | None:
+    stmt = (
+        select(WebhookDelivery, WebhookEndpoint)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(WebhookDelivery.id == delivery_id)
+    )
+    row = session.execute(stmt).first()
+    return (row[0], row[1]) if row else None
+
+
+def record_attempt(session: Session, delivery_id: str, attempt: WebhookAttempt, values: dict[str, Any]) -> None:
+    session.add(attempt)
+    stmt = update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
+    session.execute(stmt.execution_options(synchronize_session=False))

@@ -1,0 +1,203 @@
+"""`lingudistill submit` / `lingudistill jobs` against the live server: every exit code reached by a real outcome.
+
+The job's states are driven from the test through the service's repository (claim, progress, transition,
+report), exactly as a worker does, while the CLI waits on it over HTTP."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from click.testing import CliRunner, Result
+
+from service.client import LinguDistillClient
+from service.client.cli import jobs, submit
+from tests.client.live import JobDriver, LiveServer, make_report
+
+
+def invoke(command: click.Command, *args: str, server: LiveServer, key: str) -> Result:
+    return CliRunner().invoke(command, [*args, "--server", server.url, "--api-key", key], catch_exceptions=False)
+
+
+@contextmanager
+def worker(driver: JobDriver, name: str, outcome: Callable[[str, int, Any], None]) -> Iterator[dict[str, Any]]:
+    """A thread that picks up job `name`, trains 4 steps, then calls `outcome(job_id, attempt, spec)`."""
+    seen: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            job_id = seen["job_id"] = driver.find(name)
+            attempt, spec = driver.start(job_id)
+            for step in range(1, 5):
+                driver.step(job_id, attempt, step, 4, loss=2.0 / step)
+            outcome(job_id, attempt, spec)
+        except BaseException as exc:
+            seen["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield seen
+    thread.join(timeout=30)
+    if "error" in seen:
+        raise seen["error"]
+
+
+def junit_cases(path: Path) -> dict[str, str | None]:
+    """{testcase name: failure message or None}"""
+    root = ET.parse(path).getroot()
+    cases = root.iter("testcase")
+    return {c.get("name", ""): (f.get("message") if (f := c.find("failure")) is not None else None) for c in cases}
+
+
+def test_passing_gates_exit_0_with_report_junit_and_uploaded_datasets(
+    server: LiveServer, api_key: str, api: LinguDistillClient, driver: JobDriver, spec_file: Any, tmp_path: Path
+) -> None:
+    name = f"pass-{secrets.token_hex(3)}"
+    report_md, junit = tmp_path / "report.md", tmp_path / "report.xml"
+
+    def succeed(job_id: str, attempt: int, spec: Any) -> None:
+        driver.succeed(job_id, attempt, make_report(spec, after_language=0.7))  # recovery 0.75 >= 0.25
+
+    with worker(driver, name, succeed) as seen:
+        args = ["--wait", "--poll-interval", "0.1", "--report", str(report_md), "--junit", str(junit)]
+        result = invoke(submit, str(spec_file(name)), *args, server=server, key=api_key)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == seen["job_id"]  # stdout: the job id alone, for scripts
+    assert "running step 4/4" in result.stderr or "succeeded" in result.stderr  # plain progress lines (not a TTY)
+    assert "verdict: PASSED" in result.stderr
+    assert junit_cases(junit) == {"min_recovery": None, "max_vision_drop": None}
+    assert "**Verdict: PASSED**" in report_md.read_text()
+    job = api.get_job(seen["job_id"])
+    assert job.spec.mixture[0].uri.startswith("dataset://")  # the local file was uploaded
+    assert job.spec.mixture[1].uri == "s3://data/vqa.jsonl"  # a remote one was left alone
+    assert job.spec.evaluation.language[0].uri.startswith("dataset://")
+
+
+def test_failed_gate_exit_1(
+    server: LiveServer, api_key: str, driver: JobDriver, spec_file: Any, tmp_path: Path
+) -> None:
+    name = f"gate-{secrets.token_hex(3)}"
+    junit = tmp_path / "report.xml"
+
+    def succeed_badly(job_id: str, attempt: int, spec: Any) -> None:
+        driver.succeed(job_id, attempt, make_report(spec, after_language=0.45))  # recovery 0.125 < 0.25
+
+    with worker(driver, name, succeed_badly):
+        args = ["--wait", "--poll-interval", "0.1", "--junit", str(junit)]
+        result = invoke(submit, str(spec_file(name)), *args, server=server, key=api_key)
+
+    assert result.exit_code == 1, result.stderr
+    assert "gate min_recovery: FAIL" in result.stderr
+    cases = junit_cases(junit)
+    assert cases["max_vision_drop"] is None
+    assert cases["min_recovery"] is not None and "threshold 0.25" in cases["min_recovery"]
+
+
+def test_failed_job_exit_2(server: LiveServer, api_key: str, driver: JobDriver, spec_file: Any, tmp_path: Path) -> None:
+    name = f"fail-{secrets.token_hex(3)}"
+    report_md, junit = tmp_path / "report.md", tmp_path / "report.xml"
+
+    with worker(driver, name, lambda job_id, attempt, spec: driver.fail(job_id, attempt)):
+        args = ["--wait", "--poll-interval", "0.1", "--report", str(report_md), "--junit", str(junit)]
+        result = invoke(submit, str(spec_file(name)), *args, server=server, key=api_key)
+
+    assert result.exit_code == 2, result.stderr
+    assert "failed: bad_input" in result.stderr
+    assert "vocabularies differ" in report_md.read_text()
+    assert junit_cases(junit) == {"job": "job failed: bad_input"}
+
+
+def test_cancelled_job_exit_2_through_jobs_commands(
+    server: LiveServer, api_key: str, api: LinguDistillClient, spec_file: Any
+) -> None:
+    submitted = invoke(submit, str(spec_file(f"cancel-{secrets.token_hex(3)}")), server=server, key=api_key)
+    assert submitted.exit_code == 0, submitted.stderr  # no --wait: exit at once
+    job_id = submitted.stdout.strip()
+
+    cancelled = invoke(jobs, "cancel", job_id, server=server, key=api_key)
+    assert cancelled.stdout.strip() == f"{job_id} cancelled"
+    waited = invoke(jobs, "wait", job_id, "--poll-interval", "0.1", server=server, key=api_key)
+    assert waited.exit_code == 2
+    listed = invoke(jobs, "list", "--status", "cancelled", server=server, key=api_key)
+    assert job_id in listed.stdout
+    events = invoke(jobs, "events", job_id, server=server, key=api_key)
+    assert '"status":"cancelled"' in events.stdout
+
+
+def test_bad_key_usage_and_missing_objects_exit_3(server: LiveServer, api_key: str, spec_file: Any) -> None:
+    bad_key = invoke(submit, str(spec_file(f"key-{secrets.token_hex(3)}")), "--wait", server=server, key="ldk_nope")
+    assert bad_key.exit_code == 3
+    assert "401 unauthorized" in bad_key.stderr and "--api-key" in bad_key.stderr
+
+    assert invoke(submit, "/no/such/spec.yaml", server=server, key=api_key).exit_code == 3
+    assert invoke(jobs, "frobnicate", server=server, key=api_key).exit_code == 3
+    missing = invoke(jobs, "get", "job_doesnotexist", server=server, key=api_key)
+    assert missing.exit_code == 3 and "job_not_found" in missing.stderr
+    no_key = CliRunner().invoke(jobs, ["list", "--server", server.url], env={"LINGUDISTILL_API_KEY": ""})
+    assert no_key.exit_code == 3
+
+
+def test_help_documents_exit_codes() -> None:
+    for command, args in ((submit, ["--help"]), (jobs, ["wait", "--help"])):
+        text = CliRunner().invoke(command, args).stdout
+        assert "1  the job succeeded but a quality gate failed" in text
+        assert "3  usage, auth or connection error" in text
+
+
+def test_local_datasets_are_uploaded_once_per_content_hash(
+    server: LiveServer, api_key: str, api: LinguDistillClient, spec_file: Any
+) -> None:
+    path = spec_file(f"dedupe-{secrets.token_hex(3)}")
+    first = invoke(submit, str(path), server=server, key=api_key)
+    second = invoke(submit, str(path), server=server, key=api_key)
+
+    assert first.exit_code == second.exit_code == 0, first.stderr + second.stderr
+    assert second.stderr.count("already uploaded") == 2
+    assert len(api.list_datasets().items) == 2  # text.jsonl and arc.jsonl, once each
+    first_job, second_job = (api.get_job(r.stdout.strip()) for r in (first, second))
+    assert first_job.spec.mixture[0].uri == second_job.spec.mixture[0].uri
+
+
+def test_download_verifies_sha256(
+    server: LiveServer, api_key: str, api: LinguDistillClient, driver: JobDriver, storage: Any, tmp_path: Path
+) -> None:
+    import hashlib
+
+    job = api.create_job(_remote_spec(f"dl-{secrets.token_hex(3)}"))
+    attempt, _ = driver.start(job.id)
+    prefix = f"jobs/{job.id}/checkpoints/step-000000002"
+    files = {"model.safetensors": b"weights" * 100, "config.json": b"{}", "training_state.pt": b"optimiser"}
+    for file_name, content in files.items():
+        (tmp_path / file_name).write_bytes(content)
+        storage.put_file(f"{prefix}/{file_name}", tmp_path / file_name)
+    driver.checkpoint(job.id, attempt, 2, prefix, {n: hashlib.sha256(c).hexdigest() for n, c in files.items()})
+
+    out = tmp_path / "out"
+    result = invoke(jobs, "download", job.id, str(out), "--checkpoint", "--model-only", server=server, key=api_key)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert (out / "model.safetensors").read_bytes() == files["model.safetensors"]
+
+    (tmp_path / "tampered").write_bytes(b"not the weights")
+    storage.put_file(f"{prefix}/model.safetensors", tmp_path / "tampered")
+    corrupt = invoke(jobs, "download", job.id, str(tmp_path / "again"), "--checkpoint", server=server, key=api_key)
+    assert corrupt.exit_code == 3 and "sha256" in corrupt.stderr
+    assert not (tmp_path / "again" / "model.safetensors").exists()
+    assert not (tmp_path / "again" / "model.safetensors.part").exists()
+
+
+def _remote_spec(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "student": "s3://models/student",
+        "teacher": "s3://models/teacher",
+        "mixture": [{"name": "text", "uri": "s3://data/text.jsonl", "distill": True}],
+        "training": {"max_steps": 4},
+    }

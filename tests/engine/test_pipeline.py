@@ -1,0 +1,71 @@
+"""The whole job on the tiny world: validate, score before, train with periodic evaluation, score after, report."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from lingudistill.pipeline import run_job
+from lingudistill.spec import EvalSuite, load_spec
+from tests.engine.conftest import COLOURS, NUMBERS
+
+
+def _write_suites(folder) -> None:
+    language = [
+        {"question": f"what is {NUMBERS[a]} plus {NUMBERS[b]} ?", "choices": list(NUMBERS[:6]), "answer": a + b}
+        for a in range(3)
+        for b in range(3)
+    ]
+    vision = [
+        {
+            "question": "what colour is the square ?",
+            "choices": list(COLOURS),
+            "answer": i % 4,
+            "image": f"images/{i}.png",
+        }
+        for i in range(8)
+    ]
+    for name, items in (("language", language), ("vision", vision)):
+        (folder / "data" / f"{name}.jsonl").write_text("".join(json.dumps(item) + "\n" for item in items))
+
+
+def test_the_job_scores_every_n_steps_and_writes_the_report(tiny_job):
+    _write_suites(tiny_job.parent)
+    spec = yaml.safe_load(tiny_job.read_text())
+    spec["evaluation"] = {
+        "language": [{"name": "sums", "uri": "data/language.jsonl"}],
+        "vision": [{"name": "colours", "uri": "data/vision.jsonl"}],
+        "every": 2,
+        "gates": {"max_vision_drop": 1.0},
+    }
+    tiny_job.write_text(yaml.safe_dump(spec))
+    out = tiny_job.parent / "out"
+    result = run_job(load_spec(tiny_job), out)
+
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    scored = [r["step"] for r in records if "eval/sums" in r and "eval/colours" in r]
+    assert scored == [2, 4], "every 2 steps, the last step being the final evaluation's"
+    report = json.loads((out / "report.json").read_text())
+    assert report == result.report
+    assert {row["name"] for row in report["language"]["suites"]} == {"sums"}
+    assert {row["name"] for row in report["vision"]["suites"]} == {"colours"}
+    assert [gate["name"] for gate in report["gates"]] == ["max_vision_drop"]
+    assert report["provenance"]["datasets"]["text"]["sha256"]
+    assert (out / "report.md").read_text().startswith("# Recovery report")
+    assert (out / "eval_before.json").is_file() and (out / "loss.svg").stat().st_size > 0
+
+
+def test_the_report_records_the_submitted_uris_not_local_copies(tiny_job):
+    """The worker trains on local copies of dataset:// sources; provenance keeps what the user submitted."""
+    _write_suites(tiny_job.parent)
+    spec = load_spec(tiny_job)
+    spec.evaluation.language = [EvalSuite(name="sums", uri=str(tiny_job.parent / "data" / "language.jsonl"))]
+    origin = spec.model_copy(
+        update={"mixture": [s.model_copy(update={"uri": f"dataset://ds_{s.name}"}) for s in spec.mixture]}
+    )
+    result = run_job(spec, tiny_job.parent / "out", origin=origin)
+    provenance = result.report["provenance"]
+    assert provenance["datasets"]["text"]["uri"] == "dataset://ds_text"
+    assert provenance["datasets"]["text"]["sha256"], "the hash is of the data actually read"
+    assert provenance["spec"]["mixture"][1]["uri"] == "dataset://ds_vqa"

@@ -1,0 +1,94 @@
+"""Tenant isolation over every route that takes an id, generated from the app's routes so new ones are covered."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from fastapi.routing import APIRoute
+
+from service.db import session_scope
+from service.jobs import repository
+from service.models import Job
+
+
+@pytest.fixture
+def owned(client, spec_body, sessions, storage):
+    """Tenant acme's job (with a complete checkpoint, metrics, events, report and a report file), dataset and
+    webhook endpoint."""
+    job = client.post("/v1/jobs", json=spec_body()).json()
+    dataset = client.post("/v1/datasets", params={"name": "d"}, content=b'{"prompt": "a", "response": "b"}\n').json()
+    # a public address literal: the sandbox has no DNS, and the SSRF policy refuses private ones
+    webhook = client.post("/v1/webhooks", json={"url": "https://93.184.215.14/hook"}).json()
+    data = b"weights"
+    storage.put_stream(f"ckpt/{job['id']}/10/model.bin", [data])
+    storage.put_stream(f"jobs/{job['id']}/artifacts/report.md", [b"# report"])
+    storage.put_stream(f"jobs/{job['id']}/model/model.bin", [data])
+    manifest = {"files": {"model.bin": hashlib.sha256(data).hexdigest()}}
+    storage.put_stream(f"jobs/{job['id']}/model/manifest.json", [json.dumps(manifest).encode()])
+    with session_scope(sessions) as session:
+        session.get(Job, job["id"]).report = {"verdict": "pass"}
+        session.get(Job, job["id"]).attempt = 1
+        session.flush()
+        repository.record_metrics(session, job["id"], 1, [(10, "loss", 1.0)])
+        repository.record_checkpoint(
+            session,
+            job["id"],
+            1,
+            step=10,
+            storage_prefix=f"ckpt/{job['id']}/10",
+            manifest={"model.bin": hashlib.sha256(data).hexdigest()},
+            size_bytes=len(data),
+        )
+    return {
+        "job_id": job["id"],
+        "dataset_id": dataset["id"],
+        "webhook_id": webhook["id"],
+        "step": "10",
+        "path": "model.bin",
+        "name": "report.md",
+    }
+
+
+def api_routes(routes):
+    for route in routes:
+        if hasattr(route, "original_router"):  # FastAPI keeps included routers nested
+            yield from api_routes(route.original_router.routes)
+        elif isinstance(route, APIRoute):
+            yield route
+
+
+def id_routes(app):
+    """Every (method, path, params) with an id; DELETEs last, so the admin's deletion does not hide the rest."""
+    routes = [
+        (method, route.path, list(route.param_convertors))
+        for route in api_routes(app.routes)
+        if "{" in route.path and route.path.startswith("/v1/")  # /ui/static/{path} serves public files
+        for method in sorted(route.methods)
+    ]
+    return sorted(routes, key=lambda r: r[0] == "DELETE")
+
+
+def test_every_id_route_is_404_for_another_tenant_and_visible_to_an_admin(make_client, new_key, owned, client):
+    intruder, admin = make_client(new_key("intruder")), make_client(new_key("ops", admin=True))
+    routes = list(id_routes(client.app))
+    assert len(routes) >= 9
+    for method, template, params in routes:
+        missing = set(params) - set(owned)
+        assert not missing, f"add a value for {missing} of {template} to the `owned` fixture"
+        url = template.replace("{path:path}", "{path}").format(**owned)
+        response = intruder.request(method, url)
+        assert response.status_code == 404, (method, url, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"].endswith("not_found")
+        assert admin.request(method, url).status_code != 404, (method, url)
+    assert client.get(f"/v1/jobs/{owned['job_id']}").status_code == 200
+
+
+def test_lists_show_only_the_tenants_own_objects(make_client, new_key, owned, client):
+    intruder, admin = make_client(new_key("intruder")), make_client(new_key("ops", admin=True))
+    assert intruder.get("/v1/jobs").json()["items"] == []
+    assert intruder.get("/v1/datasets").json()["items"] == []
+    assert owned["job_id"] in [j["id"] for j in admin.get("/v1/jobs").json()["items"]]
+    assert owned["dataset_id"] in [d["id"] for d in admin.get("/v1/datasets").json()["items"]]

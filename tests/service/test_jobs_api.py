@@ -1,0 +1,208 @@
+"""The core job flows, on Postgres and on SQLite."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from service.jobs import repository
+from service.models import Checkpoint, Job, JobStatus, Tenant, utcnow
+
+pytestmark = pytest.mark.parametrize("backend", ["postgres", "sqlite"], indirect=True)
+
+
+def set_status(sessions, job_id: str, status: JobStatus, **fields) -> None:
+    with sessions() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status=status, **fields))
+        session.commit()
+
+
+def test_create_job_resolves_the_spec_and_dispatches_after_commit(client, spec_body, dispatcher, sessions):
+    response = client.post("/v1/jobs", json=spec_body())
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["id"].startswith("job_") and job["status"] == "queued"
+    assert isinstance(job["spec"]["training"]["seed"], int)
+    assert job["spec"]["method"]["divergence"] == "forward_kl"  # defaults written out
+    assert job["links"]["events"] == f"/v1/jobs/{job['id']}/events"
+    assert job["progress"]["total_steps"] == 100 and job["progress"]["attempt"] == 0
+    assert [w.job_id for w in dispatcher.sent] == [job["id"]]
+    fetched = client.get(f"/v1/jobs/{job['id']}").json()
+    assert fetched["spec"] == job["spec"]
+    assert fetched["queue_info"]["position"] == 0
+    assert "waiting for a worker on queue gpu" in fetched["queue_info"]["reason"]
+
+
+def test_invalid_spec_is_a_422_problem_with_field_errors(client, spec_body, dispatcher):
+    body = spec_body()
+    body["training"]["max_steps"] = 0
+    body["unknown"] = 1
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "validation_error"
+    locs = [e["loc"] for e in problem["errors"]]
+    assert ["body", "training", "max_steps"] in locs and ["body", "unknown"] in locs
+    assert dispatcher.sent == []
+
+
+def test_a_rolled_back_request_dispatches_nothing(make_client, new_key, spec_body, dispatcher, sessions, monkeypatch):
+    from service.jobs import service
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("crash after the insert")
+
+    monkeypatch.setattr(service, "job_view", boom)
+    client = make_client(new_key("acme"), raise_server_exceptions=False)
+    response = client.post("/v1/jobs", json=spec_body())
+    assert response.status_code == 500 and response.json()["code"] == "internal_error"
+    assert "crash" not in response.text  # no internals leak
+    assert dispatcher.sent == []
+    with sessions() as session:
+        assert session.scalar(select(Job).where(Job.name == "repair-qwen2vl")) is None
+
+
+def test_list_filters(client, spec_body, sessions):
+    a = client.post("/v1/jobs", json=spec_body("alpha", metadata={"team": "vlm", "run": "1"})).json()
+    b = client.post("/v1/jobs", json=spec_body("beta", metadata={"team": "nlp"})).json()
+    set_status(sessions, b["id"], JobStatus.failed)
+
+    def ids(**params):
+        response = client.get("/v1/jobs", params=params)
+        assert response.status_code == 200, response.text
+        return [j["id"] for j in response.json()["items"]]
+
+    assert ids() == [b["id"], a["id"]]  # newest first
+    assert ids(status="failed") == [b["id"]]
+    assert ids(status=["queued", "failed"]) == [b["id"], a["id"]]
+    assert ids(name="alpha") == [a["id"]]
+    assert ids(metadata="team=nlp") == [b["id"]]
+    assert ids(metadata=["team=vlm", "run=1"]) == [a["id"]]
+    future = (utcnow() + timedelta(hours=1)).isoformat()
+    assert ids(created_after=future) == []
+    assert ids(created_before=future) == [b["id"], a["id"]]
+    assert client.get("/v1/jobs", params={"metadata": "nokey"}).status_code == 422
+
+
+def test_pagination_is_stable_while_jobs_are_inserted(client, spec_body):
+    created = [client.post("/v1/jobs", json=spec_body(f"job-{i}")).json()["id"] for i in range(7)]
+    first = client.get("/v1/jobs", params={"limit": 3}).json()
+    for i in range(5):  # new jobs arrive between page requests
+        client.post("/v1/jobs", json=spec_body(f"new-{i}"))
+    seen = [j["id"] for j in first["items"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        page = client.get("/v1/jobs", params={"limit": 3, "after": cursor}).json()
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+    assert seen == list(reversed(created))  # no duplicate, no gap, newest first
+    assert client.get("/v1/jobs", params={"after": "garbage!"}).json()["code"] == "invalid_cursor"
+
+
+def test_cancel_queued_is_immediate_and_running_goes_through_cancelling(client, spec_body, sessions):
+    queued = client.post("/v1/jobs", json=spec_body("q")).json()
+    response = client.post(f"/v1/jobs/{queued['id']}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert response.json()["failure_reason"] == "cancelled"
+
+    running = client.post("/v1/jobs", json=spec_body("r")).json()
+    set_status(sessions, running["id"], JobStatus.running, attempt=1)
+    response = client.post(f"/v1/jobs/{running['id']}/cancel")
+    assert response.json()["status"] == "cancelling" and response.json()["cancel_requested_at"]
+    assert client.post(f"/v1/jobs/{running['id']}/cancel").json()["status"] == "cancelling"  # idempotent
+
+    done = client.post("/v1/jobs", json=spec_body("d")).json()
+    set_status(sessions, done["id"], JobStatus.succeeded)
+    response = client.post(f"/v1/jobs/{done['id']}/cancel")
+    assert response.status_code == 409 and response.json()["code"] == "invalid_transition"
+
+
+def test_retry_failed_keeps_the_attempt_and_resumes_from_the_last_checkpoint(client, spec_body, sessions, dispatcher):
+    job = client.post("/v1/jobs", json=spec_body()).json()
+    set_status(sessions, job["id"], JobStatus.failed, attempt=2, failure_reason="out_of_memory")
+    with sessions() as session:
+        for step, complete in ((50, True), (75, False)):
+            session.add(Checkpoint(job_id=job["id"], attempt=2, step=step, storage_prefix="x", complete=complete))
+        session.commit()
+    dispatcher.sent.clear()
+    response = client.post(f"/v1/jobs/{job['id']}/retry")
+    assert response.status_code == 200, response.text
+    retried = response.json()
+    assert retried["status"] == "queued" and retried["attempt"] == 2
+    assert retried["resume_checkpoint_step"] == 50 and retried["failure_reason"] is None
+    assert [w.job_id for w in dispatcher.sent] == [job["id"]]
+    again = client.post(f"/v1/jobs/{job['id']}/retry")
+    assert again.status_code == 409 and again.json()["code"] == "invalid_transition"
+
+
+def test_queue_position_and_tenant_limit(make_client, new_key, spec_body, sessions, dispatcher):
+    client = make_client(new_key("busy"), max_active_jobs_per_tenant=2)
+    body = spec_body(resources={"queue": "qpos", "priority": 5})
+    first, second, third = (client.post("/v1/jobs", json=body).json() for _ in range(3))
+    urgent = client.post("/v1/jobs", json=spec_body(resources={"queue": "qpos", "priority": 9})).json()
+    assert client.get(f"/v1/jobs/{first['id']}").json()["queue_info"]["position"] == 0
+    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["position"] == 1
+    held = client.get(f"/v1/jobs/{third['id']}").json()["queue_info"]
+    assert held["held"] and "tenant limit of 2" in held["reason"]
+    assert client.get(f"/v1/jobs/{urgent['id']}").json()["queue_info"]["held"]
+    assert {w.job_id for w in dispatcher.sent} == {first["id"], second["id"]}
+    # when one finishes, the sweeper releases the most urgent held job
+    set_status(sessions, first["id"], JobStatus.succeeded)
+    with sessions() as session:
+        released = repository.dispatchable_held_jobs(session, default_limit=2)
+        assert [j.job_id for j in released] == [urgent["id"]]
+        repository.mark_dispatched(session, [urgent["id"]])
+        session.commit()
+    assert client.get(f"/v1/jobs/{urgent['id']}").json()["queue_info"] == {
+        "position": 0,
+        "reason": "waiting for a worker on queue qpos (0 job(s) ahead)",
+        "held": False,
+    }
+    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["position"] == 1
+
+
+def test_tenant_override_of_the_job_limit(make_client, new_key, spec_body, sessions):
+    key = new_key("small")
+    with sessions() as session:
+        session.execute(update(Tenant).where(Tenant.name == "small").values(max_active_jobs=1))
+        session.commit()
+    client = make_client(key)
+    client.post("/v1/jobs", json=spec_body())
+    second = client.post("/v1/jobs", json=spec_body()).json()
+    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["held"]
+
+
+def test_idempotency_replays_and_refuses_a_different_body(client, spec_body, dispatcher):
+    headers = {"Idempotency-Key": "abc-1"}
+    first = client.post("/v1/jobs", json=spec_body(), headers=headers)
+    replay = client.post("/v1/jobs", json=spec_body(), headers=headers)
+    assert first.status_code == replay.status_code == 201
+    assert replay.json() == first.json() and replay.headers["idempotent-replayed"] == "true"
+    assert len(dispatcher.sent) == 1
+    other = client.post("/v1/jobs", json=spec_body("other-name"), headers=headers)
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+
+
+def test_idempotency_keys_are_per_tenant(make_client, new_key, spec_body):
+    headers = {"Idempotency-Key": "shared"}
+    a = make_client(new_key("a")).post("/v1/jobs", json=spec_body(), headers=headers).json()
+    b = make_client(new_key("b")).post("/v1/jobs", json=spec_body(), headers=headers).json()
+    assert a["id"] != b["id"]
+
+
+def test_a_failed_request_frees_its_idempotency_key(client, spec_body):
+    headers = {"Idempotency-Key": "k2"}
+    bad = spec_body(student="s3://Bad_Bucket/x")
+    assert client.post("/v1/jobs", json=bad, headers=headers).status_code == 422
+    assert client.post("/v1/jobs", json=bad, headers=headers).json()["code"] == "uri_not_allowed"  # not replayed
+
+
+def test_report_not_ready_then_ready(client, spec_body, sessions):
+    job = client.post("/v1/jobs", json=spec_body()).json()
+    response = client.get(f"/v1/jobs/{job['id']}/report")
+    assert response.status_code == 404 and response.json()["code"] == "report_not_ready"
+    set_status(sessions, job["id"], JobStatus.succeeded, report={"verdict": "pass", "recovery": 0.12})
+    assert client.get(f"/v1/jobs/{job['id']}/report").json() == {"verdict": "pass", "recovery": 0.12}

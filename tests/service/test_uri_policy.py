@@ -1,0 +1,95 @@
+"""URI policy at submission: schemes, datasets, buckets, hf orgs, local roots, and no private network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lingudistill.spec import JobSpec
+from service.settings import Settings
+from service.uri_policy import UriPolicy, is_internal_address
+
+PUBLIC = {
+    "files.example.com": ["93.184.216.34"],
+    "internal.example.com": ["10.1.2.3"],
+    "sneaky.example.com": ["93.184.216.34", "127.0.0.1"],
+}
+
+
+def policy(**overrides) -> UriPolicy:
+    settings = Settings(allowed_schemes=["dataset", "s3", "hf", "file", "https"], **overrides)
+    return UriPolicy(settings, dataset_exists=lambda ds: ds == "ds_mine", resolver=lambda host: PUBLIC.get(host, []))
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://127.0.0.1/model",
+        "https://localhost/model",
+        "https://[::1]/x",
+        "https://[::ffff:127.0.0.1]/x",
+        "https://2130706433/x",
+        "https://0x7f000001/x",
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.1/x",
+        "https://192.168.1.1/x",
+        "https://internal.example.com/x",
+        "https://sneaky.example.com/x",
+        "https://[fd00::1]/x",
+        "https://0.0.0.0/x",
+    ],
+)
+def test_private_loopback_and_metadata_addresses_are_refused(uri):
+    if "localhost" in uri:
+        check = UriPolicy(Settings(allowed_schemes=["https"]), lambda _: False).check(uri)  # real DNS
+    else:
+        check = policy().check(uri)
+    assert check is not None and ("non-public" in check or "resolve" in check), (uri, check)
+
+
+def test_public_hosts_pass_and_the_private_network_can_be_allowed():
+    assert policy().check("https://files.example.com/a.jsonl") is None
+    assert policy(allow_private_network=True).check("https://internal.example.com/x") is None
+    assert "does not resolve" in policy().check("https://nowhere.invalid/x")
+
+
+def test_is_internal_address_handles_mapped_ipv6():
+    assert is_internal_address("::ffff:10.0.0.1") and is_internal_address("::ffff:127.0.0.1")
+    assert not is_internal_address("::ffff:93.184.216.34")
+
+
+def test_schemes_datasets_buckets_orgs_and_local_roots(tmp_path: Path):
+    p = policy(allowed_s3_buckets=["models"], allowed_hf_orgs=["Qwen"], allowed_local_roots=[tmp_path])
+    assert "scheme 'http' is not allowed" in p.check("http://files.example.com/x")
+    assert "scheme 'ftp'" in p.check("ftp://files.example.com/x")
+    assert p.check("dataset://ds_mine") is None and p.check("dataset://ds_theirs") == "no such dataset"
+    assert p.check("s3://models/a") is None and "bucket 'other'" in p.check("s3://other/a")
+    assert p.check("hf://Qwen/Qwen2-1.5B@main") is None and "organisation 'evil'" in p.check("hf://evil/model")
+    assert p.check(f"file://{tmp_path}/data.jsonl") is None and p.check(str(tmp_path / "x")) is None
+    assert "only under" in p.check("/etc/passwd")
+    assert "only under" in p.check(f"{tmp_path}/../../etc/passwd")  # resolved before the check
+    assert "absolute" in p.check("relative/path.jsonl")
+
+
+def test_violations_name_every_offending_field():
+    spec = JobSpec.model_validate(
+        {
+            "name": "x",
+            "student": "https://127.0.0.1/m",
+            "teacher": "hf://Qwen/Q",
+            "mixture": [{"name": "a", "uri": "s3://ok/a", "distill": True}, {"name": "b", "uri": "dataset://nope"}],
+            "evaluation": {"language": [{"name": "e", "uri": "/etc/eval.jsonl"}]},
+        }
+    )
+    locs = [e.loc for e in policy().violations(spec)]
+    assert locs == [["body", "student"], ["body", "mixture", 1, "uri"], ["body", "evaluation", "language", 0, "uri"]]
+
+
+def test_submission_refuses_with_a_422_naming_the_field(make_client, new_key, spec_body):
+    client = make_client(new_key(), allowed_schemes=["dataset", "s3", "hf", "file", "https"])
+    response = client.post("/v1/jobs", json=spec_body(teacher="https://[::ffff:127.0.0.1]/teacher"))
+    assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "uri_not_allowed"
+    assert problem["errors"][0]["loc"] == ["body", "teacher"] and "non-public" in problem["errors"][0]["msg"]

@@ -1,0 +1,288 @@
+"""The web UI end to end: real headless Chromium against `lingudistill serve --embedded-workers 1`.
+
+The tests share one server and one browser tab and run in file order, as one user's session would: log in, upload
+data, get a validation error, submit and watch a job, cancel another, compare two.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from playwright.sync_api import Page, expect
+
+from tests.ui.conftest import Server, api_spec
+
+JOB_TIMEOUT_MS = 120_000
+
+
+def _open(page: Page, server: Server, route: str) -> None:
+    """A fresh page load of the route (the key stays in the tab's sessionStorage)."""
+    url = f"{server.url}/ui/#{route}"
+    if page.url == url:
+        page.reload()
+    else:
+        page.goto(url)
+
+
+def _field(page: Page, loc: str) -> Any:
+    return page.locator(f'[data-loc="{loc}"]')
+
+
+def _heading(page: Page, text: str) -> None:
+    expect(page.get_by_role("heading", level=1)).to_have_text(text)
+
+
+def test_login_refuses_a_bad_key_then_shows_the_jobs(page: Page, server: Server, shoot: Any) -> None:
+    _open(page, server, "/jobs")
+    _heading(page, "Log in")
+    shoot(page, "login")
+
+    page.get_by_label("API key").fill("ldk_not-a-real-key")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#login-key-error")).to_have_text("This key is unknown or revoked.")
+    expect(page.get_by_label("API key")).to_have_attribute("aria-invalid", "true")
+
+    page.get_by_label("API key").fill(server.key)
+    page.get_by_role("button", name="Log in").click()
+    _heading(page, "Jobs")
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+    expect(page.locator("#jobs-table")).to_contain_text("No jobs match.")
+
+
+UNLABELLED_CONTROLS = """[...document.querySelectorAll('main input, main select, main textarea, main button')]
+    .filter(c => !(c.labels && c.labels.length) && !c.getAttribute('aria-label') && !c.textContent.trim())
+    .map(c => c.outerHTML)"""
+
+
+def test_keyboard_and_labels(page: Page, server: Server) -> None:
+    for route in ("/jobs", "/new", "/datasets", "/compare"):
+        _open(page, server, route)
+        expect(page.get_by_role("heading", level=1)).to_be_focused()  # focus moves to the new page's heading
+        assert page.evaluate(UNLABELLED_CONTROLS) == [], route
+    first = page.evaluate("document.querySelector('a[href], button, input, select, textarea').id")
+    assert first == "skip-link"
+    page.locator("#skip-link").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Job A")).to_be_focused()  # the first control of the compare page
+
+
+def test_upload_datasets_with_progress_and_problems_by_line(page: Page, server: Server, shoot: Any) -> None:
+    _open(page, server, "/datasets")
+    _heading(page, "Datasets")
+    bad = server.world / "bad.jsonl"
+    bad.write_text('{"prompt": "what is one plus one ?", "response": "two ."}\n{"prompt": 3}\nnot json\n')
+
+    page.get_by_label("File").set_input_files(str(bad))
+    page.get_by_role("button", name="Upload and validate").click()
+    result = page.locator("#upload-result")
+    expect(result).to_contain_text("Invalid: bad.jsonl")
+    expect(result.locator(".problems-table tbody tr")).to_have_count(2)
+    expect(result.locator(".problems-table tbody tr").first.locator("td").first).to_have_text("2")
+
+    page.get_by_label("File").set_input_files(str(server.world / "data" / "text.jsonl"))
+    page.get_by_label("Name").fill("sums")
+    page.get_by_role("button", name="Upload and validate").click()
+    expect(result).to_contain_text("Ready: sums — 16 valid record(s)")
+    expect(page.locator("#upload-progress")).to_have_attribute("value", "100")
+    expect(page.locator("#datasets-table tbody tr[data-dataset-id]")).to_have_count(2)
+    shoot(page, "datasets")
+
+
+def test_a_bad_form_shows_the_api_errors_beside_their_fields(page: Page, server: Server, shoot: Any) -> None:
+    _open(page, server, "/new")
+    _heading(page, "New job")
+    expect(_field(page, "training.max_steps")).to_have_value("4000")  # the spec's defaults, from the OpenAPI schema
+    expect(_field(page, "method.kd_sources")).to_have_value("selective")
+
+    _field(page, "name").fill("bad name!")
+    _field(page, "training.max_steps").fill("0")
+    page.get_by_role("button", name="Submit job").click()
+
+    expect(page.locator("#form-errors [role=alert]")).to_contain_text("problem(s)")
+    expect(page.locator("#f-name-error")).to_contain_text("String should match pattern")
+    expect(page.locator("#f-training-max_steps-error")).to_contain_text("greater than or equal to 1")
+    expect(_field(page, "training.max_steps")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator('[data-field-loc="mixture.0.uri"] .field-error')).to_be_visible()
+    shoot(page, "new-job-errors")
+
+
+def test_submit_a_toy_job_and_watch_it_succeed(page: Page, server: Server, shoot: Any) -> None:
+    world = server.world
+    _open(page, server, "/new")
+    _heading(page, "New job")
+    _field(page, "name").fill("ui-lingudistill")
+    _field(page, "student").fill(str(world / "student"))
+    _field(page, "teacher").fill(str(world / "teacher"))
+    page.locator("#f-mix-0-pick").select_option(label="sums (16 records)")
+    expect(_field(page, "mixture.0.name")).to_have_value("sums")
+    _field(page, "mixture.0.distill").check()
+    page.get_by_role("button", name="Add a source").click()
+    _field(page, "mixture.1.name").fill("vqa")
+    _field(page, "mixture.1.uri").fill(str(world / "data" / "vqa.jsonl"))
+    for loc, value in {
+        "method.loss_chunk_size": "16",
+        "training.max_steps": "6",
+        "training.batch_size": "1",
+        "training.seed": "7",
+        "training.lr": "0.001",
+        "training.lr_projector": "0.001",
+        "training.warmup_ratio": "0",
+        "training.checkpoint_every": "3",
+        "training.max_seq_len": "128",
+        "evaluation.gates.min_recovery": "0.05",
+        "evaluation.gates.max_vision_drop": "0.5",
+    }.items():
+        _field(page, loc).fill(value)
+    page.get_by_role("button", name="Add a language suite").click()
+    _field(page, "evaluation.language.0.name").fill("sums")
+    _field(page, "evaluation.language.0.uri").fill(str(world / "eval" / "language.jsonl"))
+    page.get_by_role("button", name="Add a vision suite").click()
+    _field(page, "evaluation.vision.0.name").fill("colours")
+    _field(page, "evaluation.vision.0.uri").fill(str(world / "eval" / "vision.jsonl"))
+    _field(page, "metadata").fill("team=vlm")
+    shoot(page, "new-job")
+    page.get_by_role("button", name="Submit job").click()
+
+    # the job page, live: progress moves and the loss curve is drawn while it trains
+    expect(page).to_have_url(re.compile(r"#/jobs/job_"))
+    _heading(page, "ui-lingudistill")
+    job_id = page.url.rsplit("/", 1)[-1]
+    expect(page.locator("#job-status .badge")).to_have_text(re.compile("running|evaluating|succeeded"), timeout=60_000)
+    expect(page.locator("#chart-loss path.series").first).to_be_attached(timeout=60_000)
+    expect(page.locator("#job-progress")).not_to_have_attribute("value", "0")
+    shoot(page, "job-running")
+
+    # the jobs table follows the job's event stream to its end, with no reload
+    page.get_by_role("link", name="Jobs", exact=True).first.click()
+    _heading(page, "Jobs")
+    row = page.locator(f'tr[data-job-id="{job_id}"]')
+    expect(row.locator(".badge")).to_have_text("succeeded", timeout=JOB_TIMEOUT_MS)
+    expect(row.locator(".recovery-cell")).to_contain_text(re.compile("passed|gates failed"))
+    shoot(page, "jobs")
+
+    row.get_by_role("link", name="ui-lingudistill").click()
+    _heading(page, "ui-lingudistill")
+    expect(page.locator("#job-status .badge")).to_have_text("succeeded")
+    expect(page.locator("#job-progress")).to_have_attribute("value", "100")
+    for name in ("loss", "loss_ce", "loss_kd"):
+        expect(page.locator(f'#chart-loss path.series[data-series="{name}"]')).to_have_count(1)
+    expect(page.locator('#chart-sources path.series[data-series^="loss_ce/"]').first).to_be_attached()
+    expect(page.locator("#chart-lr path.series").first).to_be_attached()
+    expect(page.locator("#checkpoints details.checkpoint")).to_have_count(1)  # step 3 (the last step is the model)
+    expect(page.locator("#report [data-verdict]")).to_be_visible()
+    expect(page.locator("#gates-table tbody tr")).to_have_count(2)
+    expect(page.locator("#language-table")).to_contain_text("sums")
+    expect(page.locator("#vision-table")).to_contain_text("colours")
+    expect(page.locator("#report-plots img")).to_have_count(3)
+    page.wait_for_function("[...document.querySelectorAll('#report-plots img')].every(i => i.naturalWidth > 0)")
+    expect(page.locator("#events li[data-type=status]").first).to_contain_text("succeeded")
+    expect(page.locator("#spec")).to_contain_text('"kd_sources": "selective"')
+    expect(page.get_by_role("button", name="Cancel job")).to_be_disabled()
+    shoot(page, "job")
+    assert not page.js_errors
+
+
+def test_cancel_a_second_job(page: Page, server: Server, shoot: Any) -> None:
+    with server.client() as client:
+        response = client.post("/v1/jobs", json=api_spec(server.world, "ui-to-cancel", training=_long_training()))
+        assert response.status_code == 201, response.text
+        job_id = response.json()["id"]
+
+    _open(page, server, f"/jobs/{job_id}")
+    _heading(page, "ui-to-cancel")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.locator("#job-status .badge")).to_have_text("cancelled", timeout=60_000)
+    expect(page.get_by_role("button", name="Retry")).to_be_enabled()
+    expect(page.locator("#events")).to_contain_text("by user")
+    shoot(page, "job-cancelled")
+
+
+def test_compare_lingudistill_with_plain_fine_tuning(page: Page, server: Server, shoot: Any) -> None:
+    with server.client() as client:
+        jobs = client.get("/v1/jobs", params={"name": "ui-lingudistill"}).json()["items"]
+        spec = dict(jobs[0]["spec"], name="ui-baseline-ce-only")
+        spec["method"] = {**spec["method"], "kd_sources": "none"}
+        spec["training"] = {**spec["training"], "seed": None}
+        response = client.post("/v1/jobs", json=spec)
+        assert response.status_code == 201, response.text
+    baseline = server.wait_job(response.json()["id"], {"succeeded", "failed"}, JOB_TIMEOUT_MS / 1000)
+    assert baseline["status"] == "succeeded", baseline
+
+    _open(page, server, f"/compare?a={jobs[0]['id']}&b={baseline['id']}")
+    _heading(page, "Compare jobs")
+    report = page.locator("#compare-report")
+    expect(report).to_contain_text("sums: recovery")
+    expect(report).to_contain_text("Verdict")
+    expect(page.locator("#compare-spec")).to_contain_text("method.kd_sources")
+    expect(page.locator("#cmp-loss path.series")).to_have_count(2)
+    shoot(page, "compare")
+    assert not page.js_errors
+
+
+def _long_training() -> dict[str, Any]:
+    return {"max_steps": 100_000, "batch_size": 1, "grad_accum": 1, "checkpoint_every": 1000, "max_seq_len": 128}
+
+
+def test_stays_usable_at_a_thousand_jobs_and_a_100k_step_run(page: Page, server: Server, shoot: Any) -> None:
+    long_run = _seed_many_jobs(server, jobs=1000, steps=100_000)
+
+    _open(page, server, "/jobs")
+    rows = page.locator("#jobs-table tbody tr[data-job-id]")
+    expect(rows).to_have_count(25)
+    expect(page.locator(".recovery-cell", has_text="…")).to_have_count(0)  # each finished job's report was read
+    shoot(page, "jobs-paged")
+    page.get_by_role("link", name="Older →").click()
+    expect(page.get_by_text("Page 2")).to_be_visible()
+    expect(rows).to_have_count(25)
+    expect(page.get_by_role("link", name="← Newer")).to_be_visible()
+
+    _open(page, server, f"/jobs/{long_run}")
+    _heading(page, "ui-long-run")
+    expect(page.locator("#job-progress")).to_have_attribute("value", "100")
+    path = page.locator('#chart-loss path.series[data-series="loss"]')
+    expect(path).to_have_count(1)
+    points = path.get_attribute("d").count("L") + 1
+    assert 100 <= points <= 400  # downsampled by the API, never 100k points in the page
+    assert not page.js_errors
+
+
+def _seed_many_jobs(server: Server, jobs: int, steps: int) -> str:
+    """Rows as finished workers would leave them: many small jobs and one long run with every step's metrics."""
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from service.db import make_engine, make_sessionmaker, session_scope
+    from service.models import Job, JobStatus, Metric, utcnow
+
+    with server.client() as client:
+        template = client.get("/v1/jobs", params={"name": "ui-lingudistill"}).json()["items"][0]
+    engine = make_engine(server.database_url)
+    now = utcnow()
+
+    def job(name: str, n: int, total: int) -> Job:
+        created = now - timedelta(minutes=n + 1)
+        return Job(
+            tenant_id=template["tenant_id"], name=name, status=JobStatus.succeeded, spec=template["spec"], attempt=1,
+            step=total, total_steps=total, created_at=created, updated_at=created, started_at=created,
+            finished_at=created,
+        )  # fmt: skip
+
+    with session_scope(make_sessionmaker(engine)) as session:
+        session.add_all([job(f"bulk-{n:04d}", n, 10) for n in range(jobs)])
+        long_run = job("ui-long-run", -1, steps)
+        session.add(long_run)
+        session.flush()
+        rows = [
+            {"job_id": long_run.id, "attempt": 1, "step": step, "name": name, "value": value}
+            for step in range(1, steps + 1)
+            for name, value in (("loss", 5.0 / step**0.3), ("loss_ce", 3.0 / step**0.2), ("loss_kd", 2.0 / step**0.4))
+        ]
+        session.execute(insert(Metric), rows)
+        long_run_id = long_run.id
+    engine.dispose()
+    return long_run_id

@@ -1,0 +1,486 @@
+"""One attempt of one job: claim, prepare inputs, spawn the training child, supervise it, conclude.
+
+The supervisor runs inside the Celery task and never imports torch: the child (worker.child) alone trains, so
+CUDA is never initialised in the Celery process. While the child runs, the supervisor
+    batches step records into the metrics table (at most once per `metrics_flush_s`),
+    uploads checkpoints in a background thread (files first, manifest last) and records them complete,
+    renews the lease every lease_s / 3 (the lease outlives two missed heartbeats),
+    reads the job row every `cancel_poll_s` for a cancel, and enforces max_runtime_s and the stall watchdog.
+A job with resources.gpus > 1 trains under torchrun instead (worker.multigpu): its messages come from the
+output folder's events.jsonl rather than a pipe, through the same handling.
+Every write carries the attempt number (the fencing token): once another attempt owns the job, writes change
+nothing and this attempt kills its child and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lingudistill.spec import EvalSuite, JobSpec, MixtureSource
+from service.datasets.repository import get_dataset_by_id
+from service.db import session_scope
+from service.dispatch import Wakeup
+from service.jobs import repository
+from service.jobs.repository import ClaimedJob
+from service.models import FailureReason, JobStatus
+from service.storage import copy_to_file
+from worker import child, multigpu, transfers
+from worker.runtime import Runtime
+
+T = TypeVar("T", MixtureSource, EvalSuite)
+
+log = logging.getLogger(__name__)
+S = JobStatus
+NOT_METRICS = {"step"}
+CANCELLED = FailureReason.cancelled
+
+
+class Outcome(StrEnum):
+    skipped = "skipped"  # leased by another attempt, final, or cancelled before the claim
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    requeued = "requeued"  # an infrastructure failure with attempts left
+    fenced_out = "fenced_out"  # this attempt lost its lease; another one owns the job
+
+
+class FencedOut(Exception):
+    pass
+
+
+class BadInput(Exception):
+    pass
+
+
+def run(job_id: str, rt: Runtime) -> Outcome:
+    """Claim the job (attempt += 1) and run that attempt to its end; a job that cannot be claimed is skipped."""
+    with session_scope(rt.sessions) as session:
+        claim = repository.claim_job(session, job_id, rt.worker_id, rt.settings.lease_s)
+    if claim is None:
+        return Outcome.skipped
+    try:
+        with multigpu.take_gpus(rt, claim.spec.resources.gpus) as gpu:  # [multi-GPU] N ids for N > 1
+            return Attempt(rt, claim, gpu).run()
+    except multigpu.NotEnoughGpus as exc:  # [multi-GPU] raised before the attempt starts
+        return Attempt(rt, claim, None)._retry_or_fail(str(exc))
+
+
+def metric_rows(record: dict[str, Any]) -> list[tuple[int, str, float]]:
+    step = int(record["step"])
+    numeric = {k: v for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return [(step, name, float(value)) for name, value in numeric.items() if name not in NOT_METRICS]
+
+
+@dataclass
+class Clock:
+    """When each periodic duty is next due (time.monotonic())."""
+
+    flush: float
+    state: float
+    heartbeat: float
+
+
+class Attempt:
+    def __init__(self, rt: Runtime, claim: ClaimedJob, gpu: str | None) -> None:
+        self.rt, self.claim, self.gpu = rt, claim, gpu
+        self.job_id, self.attempt = claim.job_id, claim.attempt
+        self.status = S.validating
+        self.workdir = rt.scratch_dir / claim.job_id / f"attempt-{claim.attempt}"
+        self.output = self.workdir / "output"
+        self.process: Any = None
+        self.conn: Any = None
+        self.messages: Any = None  # PipeMessages or multigpu.EventsFile: read(timeout) -> messages, `ended`
+        self.stop: Any = None  # .set() asks the child to stop: a multiprocessing Event or multigpu.StopFile
+        self.child_gone = False
+        self.pending: list[tuple[int, str, float]] = []
+        self.last_record: dict[str, Any] | None = None
+        self.done: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+        self.cancel_deadline: float | None = None
+        self.killed_for: tuple[FailureReason, str] | None = None
+        self.last_progress: float | None = None  # armed while steps are expected (training, not evaluating)
+        self.last_step = 0
+        self.uploader = transfers.CheckpointUploader(
+            rt.storage, self.job_id, self._recorded, self._upload_failed, attempt=claim.attempt
+        )
+
+    # --- the attempt, top to bottom ----------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        fenced = False
+        try:
+            return self._run()
+        except FencedOut:
+            fenced = True
+            return Outcome.fenced_out
+        except BadInput as exc:
+            return self._fail(FailureReason.bad_input, str(exc))
+        except Exception as exc:  # storage, database or spawn trouble: not the user's input
+            log.exception("job %s attempt %d", self.job_id, self.attempt)
+            return self._retry_or_fail(f"{type(exc).__name__}: {exc}")
+        finally:
+            self._kill_child()
+            self.uploader.close(wait=not fenced)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _run(self) -> Outcome:
+        shutil.rmtree(self.workdir.parent, ignore_errors=True)  # earlier attempts' leftovers on this host
+        self.output.mkdir(parents=True)
+        with self._keep_lease():  # [lease fix] inputs and checkpoint downloads may outlast the lease
+            spec = self._local_spec(self.claim.spec)
+            resume = self._download_checkpoint()
+        self._spawn(spec, resume)
+        self._supervise(spec)
+        with self._keep_lease():  # [lease fix] so may the child's exit and the final uploads (model, report)
+            self.process.join(10)  # the child is done with its messages; its exit code explains a death
+            return self._conclude()
+
+    @contextlib.contextmanager
+    def _keep_lease(self) -> Iterator[None]:
+        """[lease fix] Heartbeats from a thread while the supervisor loop, which otherwise sends them, is not running.
+
+        Without it a download or upload longer than the lease let a sweeper re-queue a healthy job (seen with three
+        workers on two cores: the finished job was fenced out during its final uploads and trained again)."""
+        self._heartbeat()  # at once: the loop's last heartbeat may be most of a lease ago
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.rt.settings.lease_s / 3):
+                try:
+                    self._heartbeat()
+                except FencedOut:
+                    return  # the final write will find out and report fenced_out
+                except Exception:  # the database may be briefly away; the next beat tries again
+                    log.exception("job %s: heartbeat failed", self.job_id)
+
+        thread = threading.Thread(target=beat, name=f"lease-{self.job_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+    # --- inputs ------------------------------------------------------------------------------------------------
+    def _local_spec(self, spec: JobSpec) -> JobSpec:
+        """dataset://ID sources and suites become local copies of the uploaded files; other URIs the engine fetches."""
+        mixture = [self._localised(s, "training", f"source {s.name}") for s in spec.mixture]
+        evaluation = spec.evaluation.model_copy(
+            update={
+                group: [self._localised(s, "evaluation", f"{group} suite {s.name}") for s in suites]
+                for group, suites in (("language", spec.evaluation.language), ("vision", spec.evaluation.vision))
+            }
+        )
+        return spec.model_copy(update={"mixture": mixture, "evaluation": evaluation})
+
+    def _localised(self, item: T, kind: str, what: str) -> T:
+        """`item` (a mixture source or an eval suite) with a dataset:// URI replaced by a local copy."""
+        if not item.uri.startswith("dataset://"):
+            return item
+        dataset_id = item.uri.removeprefix("dataset://")
+        with session_scope(self.rt.sessions) as session:
+            dataset = get_dataset_by_id(session, dataset_id)
+        if dataset is None or dataset.tenant_id != self.claim.tenant_id or dataset.status != "ready":
+            raise BadInput(f"{what}: dataset {dataset_id} does not exist or is not ready")
+        if dataset.kind != kind:
+            raise BadInput(f"{what}: dataset {dataset_id} was uploaded as {dataset.kind} data, not {kind} data")
+        target = self.workdir / "datasets" / f"{dataset_id}{Path(dataset.storage_key).suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        copy_to_file(self.rt.storage, dataset.storage_key, target)
+        return item.model_copy(update={"uri": str(target)})
+
+    def _download_checkpoint(self) -> bool:
+        """The newest complete checkpoint whose files verify, into the child's output folder (resume)."""
+        with session_scope(self.rt.sessions) as session:
+            checkpoints = repository.list_complete_checkpoints(session, self.job_id)
+        for checkpoint in reversed(checkpoints):
+            folder = self.output / "checkpoints" / transfers.checkpoint_name(checkpoint.step)
+            try:
+                transfers.download_checkpoint(self.rt.storage, checkpoint.storage_prefix, checkpoint.manifest, folder)
+            except transfers.TransferError as exc:
+                self._event("checkpoint_rejected", {"step": checkpoint.step, "error": str(exc)})
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            self._event("resuming", {"step": checkpoint.step})
+            return True
+        return False
+
+    # --- the child -------------------------------------------------------------------------------------------
+    def _spawn(self, spec: JobSpec, resume: bool) -> None:
+        if spec.resources.gpus > 1:  # [multi-GPU] torchrun; messages from OUTPUT/events.jsonl, stop = OUTPUT/STOP
+            self.process, self.messages, self.stop = multigpu.launch(spec, self.workdir, self.output, resume, self.gpu)
+            data = {"pid": self.process.pid, "worker": self.rt.worker_id, "resume": resume, "gpus": self.gpu}
+            self._event("child_started", {**data, "ranks": spec.resources.gpus})
+            return
+        context = multiprocessing.get_context("spawn")  # never fork: the child starts clean and owns CUDA
+        self.conn, writer = context.Pipe(duplex=False)
+        self.stop = context.Event()
+        config = child.ChildConfig(
+            spec.model_dump_json(),
+            self.claim.spec.model_dump_json(),
+            str(self.output),
+            resume,
+            str(self.workdir / "stack.txt"),
+            self.gpu,
+        )
+        self.process = context.Process(target=child.main, args=(writer, self.stop, config), name=f"train-{self.job_id}")
+        self.process.start()
+        writer.close()  # the child holds the only writer: EOF on our end means it is gone
+        self.messages = PipeMessages(self.conn)
+        self._event("child_started", {"pid": self.process.pid, "worker": self.rt.worker_id, "resume": resume})
+
+    def _kill_child(self) -> None:
+        if self.process is None or self.process.pid is None:
+            return
+        if isinstance(self.process, multigpu.Launched):  # [multi-GPU] each rank leads a process group of its own
+            self.process.kill_ranks()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(10)
+
+    def _supervise(self, spec: JobSpec) -> None:
+        now = time.monotonic()
+        clock = Clock(now + self.rt.worker.metrics_flush_s, now, now + self.rt.settings.lease_s / 3)
+        limit = spec.resources.max_runtime_s
+        deadline = now + limit if limit else None
+        while not self.child_gone:
+            self._receive(0.2)
+            self._tick(time.monotonic(), clock, deadline)
+        self._flush_metrics()
+
+    def _receive(self, timeout: float) -> None:
+        for message in self.messages.read(timeout):  # one handling for the pipe and for events.jsonl
+            self._handle(message)
+        self.child_gone = self.messages.ended
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "step":
+            self._on_step(message["record"])
+        elif kind == "checkpoint":
+            self._flush_metrics()  # steps up to the checkpoint are stored before it can be resumed from
+            self.uploader.submit(message["step"], Path(message["folder"]))
+        elif kind == "validated":
+            self._move(S.running)
+        elif kind == "train_begin":
+            self.last_progress, self.last_step = time.monotonic(), message["step"]
+            self._event("training", {"from_step": message["step"], "total_steps": message["total"]})
+        elif kind == "evaluating":
+            self._flush_metrics()
+            self.last_progress = None
+            self._move(S.evaluating)
+        elif kind == "done":
+            self.done = message
+        elif kind == "error":
+            self.error = message
+
+    def _on_step(self, record: dict[str, Any]) -> None:
+        scores = {name.removeprefix("eval/"): value for name, value in record.items() if name.startswith("eval/")}
+        if scores:  # the engine's periodic evaluation (evaluation.every): an event besides the eval/ metrics
+            self._event("evaluation", {"step": record["step"], "scores": scores})
+        self.pending += metric_rows(record)
+        self.last_record = record
+        self.last_step = int(record["step"])
+        if self.last_progress is not None:
+            self.last_progress = time.monotonic()
+
+    # --- periodic duties -------------------------------------------------------------------------------------
+    def _tick(self, now: float, clock: Clock, deadline: float | None) -> None:
+        if now >= clock.flush:
+            self._flush_metrics()
+            clock.flush = now + self.rt.worker.metrics_flush_s
+        if now >= clock.state:
+            self._check_state()
+            clock.state = now + self.rt.worker.cancel_poll_s
+        if now >= clock.heartbeat:
+            self._heartbeat()
+            clock.heartbeat = now + self.rt.settings.lease_s / 3
+        if self.cancel_deadline is not None and now >= self.cancel_deadline:
+            self._kill_child()  # the cooperative stop did not come in time
+        if deadline is not None and now >= deadline and self.killed_for is None:
+            limit = self.claim.spec.resources.max_runtime_s
+            self._kill_for(FailureReason.timeout, f"the attempt exceeded max_runtime_s ({limit} s)")
+        if self.last_progress is not None and now - self.last_progress > self.rt.worker.stall_timeout_s:
+            self._stalled(now - self.last_progress)
+
+    def _flush_metrics(self) -> None:
+        rows, self.pending = self.pending, []
+        if not rows or self.last_record is None:
+            return
+        record = self.last_record
+        with session_scope(self.rt.sessions) as session:
+            if repository.record_metrics(session, self.job_id, self.attempt, rows) == 0:
+                raise FencedOut
+            repository.update_progress(
+                session, self.job_id, self.attempt, step=int(record["step"]),
+                tokens_per_s=record.get("tokens_per_s"), step_time_s=record.get("step_time_s"),
+                latest_metrics=transfers.jsonable(record),
+            )  # fmt: skip
+
+    def _heartbeat(self) -> None:
+        with session_scope(self.rt.sessions) as session:
+            renewed = repository.renew_lease(
+                session, self.job_id, self.attempt, self.rt.worker_id, self.rt.settings.lease_s
+            )
+        if not renewed:
+            raise FencedOut
+
+    def _check_state(self) -> None:
+        """Fenced out if another attempt owns the job; start the cancel if one was requested."""
+        with self.rt.sessions() as session:
+            state = repository.get_job_state(session, self.job_id)
+        if state is None or state.attempt != self.attempt or state.status.is_final:
+            raise FencedOut
+        if state.status is S.cancelling and self.cancel_deadline is None:
+            self.status = S.cancelling
+            self.stop.set()  # cooperative: the child stops at its next step boundary
+            self.cancel_deadline = time.monotonic() + self.rt.worker.cancel_grace_s
+            self._event("stopping", {"grace_s": self.rt.worker.cancel_grace_s})
+
+    def _kill_for(self, reason: FailureReason, message: str) -> None:
+        self.killed_for = (reason, message)
+        self._kill_child()
+
+    def _stalled(self, seconds: float) -> None:
+        """Dump the child's stacks into the events, kill it, and let the attempt be retried."""
+        stack = self._dump_stacks()
+        message = f"the training child stalled: no step for {seconds:.0f} s after step {self.last_step}"
+        self._event("stalled", {"seconds": round(seconds, 1), "step": self.last_step, "stack": stack})
+        self.last_progress = None
+        self._kill_for(FailureReason.infrastructure, message)
+
+    def _dump_stacks(self) -> str:
+        if isinstance(self.process, multigpu.Launched):  # [multi-GPU] the ranks' stacks, via faulthandler
+            return self.process.dump_stacks(self.rt.worker.stack_dump_wait_s)
+        try:
+            os.kill(self.process.pid, signal.SIGUSR1)  # faulthandler in the child writes every thread's stack
+        except ProcessLookupError:
+            return ""
+        time.sleep(self.rt.worker.stack_dump_wait_s)
+        path = self.workdir / "stack.txt"
+        return path.read_text(errors="replace")[-16000:] if path.exists() else ""
+
+    # --- the end ---------------------------------------------------------------------------------------------
+    def _conclude(self) -> Outcome:
+        if self.status is S.cancelling:
+            return self._finish(S.cancelled, failure_reason=FailureReason.cancelled)
+        if self.killed_for is not None:
+            return self._failed(*self.killed_for)
+        if self.error is not None:
+            return self._child_failed(self.error)
+        if self.done is not None and not self.done["stopped_early"]:
+            return self._succeed(self.done)
+        return self._retry_or_fail(f"the training child died ({_exit_description(self.process.exitcode)})")
+
+    def _child_failed(self, error: dict[str, Any]) -> Outcome:
+        reason = FailureReason(error["kind"])
+        self._event("child_error", {"error": error["error"], "traceback": error["traceback"]})
+        return self._failed(reason, f"{error['error']}: {error['message']}")
+
+    def _failed(self, reason: FailureReason, message: str) -> Outcome:
+        """Only infrastructure failures are retried automatically."""
+        return self._retry_or_fail(message) if reason is FailureReason.infrastructure else self._fail(reason, message)
+
+    def _succeed(self, done: dict[str, Any]) -> Outcome:
+        self.uploader.close(wait=True)
+        counts = transfers.upload_results(self.rt.storage, self.job_id, self.output)
+        self._event("uploaded", counts)
+        if self.status is S.running:
+            self._move(S.evaluating)
+        report = transfers.jsonable(done["report"]) if done["report"] is not None else None
+        return self._finish(S.succeeded, report=report, step=done["steps"])
+
+    def _fail(self, reason: FailureReason, message: str) -> Outcome:
+        return self._finish(S.failed, failure_reason=reason, failure_message=message[:4000])
+
+    def _finish(self, target: JobStatus, **fields: Any) -> Outcome:
+        """Move to a final status; a cancel that arrived meanwhile wins over success or failure."""
+        with session_scope(self.rt.sessions) as session:
+            moved = repository.transition(session, self.job_id, self.attempt, target, **fields)
+            if not moved:
+                state = repository.get_job_state(session, self.job_id)
+                if state is None or state.attempt != self.attempt or state.status is not S.cancelling:
+                    return Outcome.fenced_out
+                target = S.cancelled
+                repository.transition(session, self.job_id, self.attempt, target, failure_reason=CANCELLED)
+        return Outcome(target.value)
+
+    def _retry_or_fail(self, message: str) -> Outcome:
+        """Infrastructure failures are retried (resuming from the last complete checkpoint) up to max_attempts."""
+        self.uploader.close(wait=True)  # checkpoints already written still count for the resume
+        with session_scope(self.rt.sessions) as session:
+            status = repository.requeue_failed_attempt(session, self.job_id, self.attempt, message[:4000])
+            wakeup = repository.get_wakeup(session, self.job_id) if status is S.queued else None
+        if status is None:
+            return Outcome.fenced_out
+        if wakeup is not None:
+            send_wakeups(self.rt, [wakeup])
+            return Outcome.requeued
+        return Outcome(status.value)
+
+    # --- small writes ----------------------------------------------------------------------------------------
+    def _move(self, target: JobStatus) -> None:
+        with session_scope(self.rt.sessions) as session:
+            moved = repository.transition(session, self.job_id, self.attempt, target)
+        if moved:
+            self.status = target
+        else:
+            self._check_state()
+
+    def _event(self, type: str, data: dict[str, Any]) -> None:
+        with session_scope(self.rt.sessions) as session:
+            repository.append_event(session, self.job_id, self.attempt, type, data)
+
+    def _recorded(self, uploaded: transfers.UploadedCheckpoint) -> None:
+        with session_scope(self.rt.sessions) as session:
+            repository.record_checkpoint(
+                session, self.job_id, self.attempt, step=uploaded.step, storage_prefix=uploaded.prefix,
+                manifest=uploaded.manifest, size_bytes=uploaded.size_bytes,
+            )  # fmt: skip
+
+    def _upload_failed(self, step: int, exc: BaseException) -> None:
+        self._event("checkpoint_upload_failed", {"step": step, "error": f"{type(exc).__name__}: {exc}"})
+
+
+class PipeMessages:
+    """The single-process child's messages, from its pipe; `ended` at EOF (the child holds the only writer)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn, self.ended = conn, False
+
+    def read(self, timeout: float) -> Iterator[dict[str, Any]]:
+        try:
+            while self.conn.poll(timeout):
+                yield self.conn.recv()
+                timeout = 0
+        except (EOFError, OSError):
+            self.ended = True  # the supervisor joins the process, heartbeating meanwhile
+
+
+def send_wakeups(rt: Runtime, jobs: list[repository.QueuedJob]) -> None:
+    for job in jobs:
+        try:
+            rt.dispatcher.send(Wakeup(job.job_id, job.queue, job.priority))
+        except Exception:  # committed as queued: the sweeper re-sends it
+            log.exception("could not send job %s to the broker; the sweeper will retry", job.job_id)
+
+
+def _exit_description(code: int | None) -> str:
+    if code is None:
+        return "exit code unknown"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"

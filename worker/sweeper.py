@@ -1,0 +1,95 @@
+"""The sweeper: a loop in every worker process that heals what a crash can leave behind.
+
+    expired leases     the worker died: re-queue the job (its next attempt resumes from the last complete
+                       checkpoint), or cancel/fail it (cancelling, or out of attempts)
+    unsent queued jobs a crash between the API's commit and its send: send the wake-up again
+    held jobs          a tenant under its active-job limit again: dispatch its most urgent held jobs
+Every worker sweeps; the row-level conditions make concurrent sweeps safe, and a duplicate wake-up is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from service.db import session_scope
+from service.jobs import repository
+from service.models import JobStatus
+from worker.runtime import Runtime, get_runtime
+from worker.supervisor import send_wakeups
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    requeued: int
+    unsent: int
+    released: int
+
+
+def sweep_once(rt: Runtime) -> SweepResult:
+    return SweepResult(requeue_expired(rt), resend_unsent(rt), release_held(rt))
+
+
+def requeue_expired(rt: Runtime) -> int:
+    with session_scope(rt.sessions) as session:
+        expired = repository.find_expired_leases(session)
+    wakeups = []
+    for lease in expired:
+        with session_scope(rt.sessions) as session:
+            status = repository.requeue_expired(session, lease.job_id, lease.attempt)
+            wakeup = repository.get_wakeup(session, lease.job_id) if status is JobStatus.queued else None
+        if wakeup is not None:
+            wakeups.append(wakeup)
+    send_wakeups(rt, wakeups)
+    return len(wakeups)
+
+
+def resend_unsent(rt: Runtime) -> int:
+    with session_scope(rt.sessions) as session:
+        unsent = repository.find_unsent_queued(session, rt.worker.unsent_after_s)
+        repository.mark_dispatched(session, [job.job_id for job in unsent])
+    send_wakeups(rt, unsent)
+    return len(unsent)
+
+
+def release_held(rt: Runtime) -> int:
+    with session_scope(rt.sessions) as session:
+        released = repository.dispatchable_held_jobs(session, rt.settings.max_active_jobs_per_tenant)
+        repository.mark_dispatched(session, [job.job_id for job in released])
+    send_wakeups(rt, released)
+    return len(released)
+
+
+class Sweeper:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(self.rt.worker.sweep_interval_s):
+            try:
+                result = sweep_once(self.rt)
+            except Exception:  # the database may be briefly away; the next sweep tries again
+                log.exception("sweep failed")
+                continue
+            if result.requeued or result.unsent or result.released:
+                log.info("sweeper: %s", result)
+
+
+_sweeper: Sweeper | None = None
+
+
+def start_sweeper() -> None:
+    global _sweeper
+    if _sweeper is None:
+        _sweeper = Sweeper(get_runtime())
+        _sweeper.thread.start()
+
+
+def stop_sweeper() -> None:
+    if _sweeper is not None:
+        _sweeper.stopped.set()
