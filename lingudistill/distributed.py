@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -312,6 +313,10 @@ def run(spec: Any, output_dir: Path, *, resume: bool, progress: bool = False) ->
         "report": None,
     }
     del recipe
+    # Every rank's last collective (the gather of the final model) must be complete on both ends before a rank
+    # leaves: gloo aborts the process ("terminate called without an active exception") when a rank tears its
+    # process group down while a send of that collective is still in flight to rank 0.
+    barrier()
     if not main:
         return done
     if not result.stopped_early and pipeline.has_suites(spec):
@@ -341,6 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             EventLog(args.output, 0).write({"type": "error", "error": type(exc).__name__, "message": str(exc)})
         raise
     finally:
+        # Free the sharded student (its DTensors and hooks hold the process group) while the interpreter is whole,
+        # then tear the group down: left to interpreter shutdown, gloo's threads can abort the process.
+        gc.collect()
         dist.destroy_process_group()
     return 0
 

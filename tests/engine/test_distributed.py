@@ -47,7 +47,7 @@ def _assert_close(actual: dict, expected: dict, steps: range) -> None:
 
 def _torchrun(spec: Path, output: Path, *, resume: bool) -> None:
     command = launch_command(spec, output, 2, resume)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LINGUDISTILL_DEVICE": "cpu"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LINGUDISTILL_DEVICE": "cpu", "PYTHONFAULTHANDLER": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
 
