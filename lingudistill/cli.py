@@ -25,11 +25,20 @@ from lingudistill.spec import JobSpec, SpecError, load_spec
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean "your input is wrong": one clear message, exit code 2, nothing half-written."""
     from lingudistill.data.records import DataError
+    from lingudistill.evaluation.harness import HarnessUnavailable
     from lingudistill.models.compat import IncompatibleModels
     from lingudistill.models.families import UnsupportedModel
     from lingudistill.models.loading import ModelLoadError
 
-    return (SpecError, DataError, ModelLoadError, IncompatibleModels, UnsupportedModel, FileNotFoundError)
+    return (
+        SpecError,
+        DataError,
+        ModelLoadError,
+        IncompatibleModels,
+        UnsupportedModel,
+        HarnessUnavailable,
+        FileNotFoundError,
+    )
 
 
 class PluginGroup(click.Group):

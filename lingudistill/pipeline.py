@@ -15,6 +15,7 @@ from typing import Any
 
 from lingudistill import evaluation
 from lingudistill.data.sources import ValidationReport, read_source, source_sha256, validate_sources
+from lingudistill.evaluation.harness import check_harness, evaluate_harness
 from lingudistill.models.compat import check_compatibility
 from lingudistill.models.encoding import Encoder
 from lingudistill.models.loading import Student, Teacher, load_student, load_teacher
@@ -32,7 +33,10 @@ class Validation:
 
 
 def validate(spec: JobSpec, *, decode_images: bool = True) -> Validation:
-    """Models load, fit each other, and every record of every source parses; raises with the first problems."""
+    """Harness tasks exist, models load and fit each other, and every record of every source parses; raises with
+    the first problems."""
+    if spec.evaluation.harness is not None:
+        check_harness(spec.evaluation.harness)  # HarnessUnavailable here, not after training
     student = load_student(spec.student)
     teacher = load_teacher(spec.teacher)
     check_compatibility(student, teacher)
@@ -141,7 +145,7 @@ def report_after(
 
 
 def has_suites(spec: JobSpec) -> bool:
-    return bool(spec.evaluation.language or spec.evaluation.vision)
+    return bool(spec.evaluation.language_suite_names() or spec.evaluation.vision)
 
 
 def score_before(spec: JobSpec, checked: Validation, output_dir: Path, progress: bool) -> dict[str, Any]:
@@ -160,21 +164,27 @@ def score_before(spec: JobSpec, checked: Validation, output_dir: Path, progress:
 def _evaluate(
     spec: JobSpec, when: str, student: Student, teacher: Teacher | None, progress: bool
 ) -> dict[str, dict[str, evaluation.SuiteScore]]:
-    """Language suites on the student (and the teacher, the reference); vision suites on the student only."""
+    """Language suites and harness tasks on the student (and the teacher, the reference); vision suites on the
+    student only."""
     options = {"batch_size": spec.evaluation.batch_size, "progress": progress}
+    harness, batch_size = spec.evaluation.harness, spec.evaluation.batch_size
     model, adapter, processor = student.model, student.adapter, student.processor
     was_training = model.training
     model.eval()
     scores = {
         when: {
             **evaluation.evaluate_suites(spec.evaluation.language, "language", model, adapter, processor, **options),
+            **evaluate_harness(harness, model, getattr(processor, "tokenizer", processor), batch_size=batch_size),
             **evaluation.evaluate_suites(spec.evaluation.vision, "vision", model, adapter, processor, **options),
         }
     }
     if teacher is not None:
-        scores["teacher"] = evaluation.evaluate_suites(
-            spec.evaluation.language, "language", teacher.model, None, teacher.tokenizer, **options
-        )
+        scores["teacher"] = {
+            **evaluation.evaluate_suites(
+                spec.evaluation.language, "language", teacher.model, None, teacher.tokenizer, **options
+            ),
+            **evaluate_harness(harness, teacher.model, teacher.tokenizer, batch_size=batch_size),
+        }
     model.train(was_training)
     return scores
 

@@ -100,12 +100,56 @@ class GatesSpec(StrictModel):
     max_vision_drop: float | None = Field(None, ge=0, le=1, description="Fail if vision average drops by more.")
 
 
+class HarnessSpec(StrictModel):
+    """lm-evaluation-harness tasks, scored as language suites. Needs the `eval` extra (lm-eval) on the worker."""
+
+    tasks: list[Name] = Field(
+        min_length=1,
+        max_length=64,
+        description="Harness task or group names (arc_easy, mmlu, or a task in include_path); one report row each.",
+    )
+    include_path: Uri | None = Field(
+        None, description="A local folder of task YAMLs (a path or file://; relative to the spec's folder)."
+    )
+    limit: int | None = Field(None, ge=1, description="Score at most this many documents per task.")
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, tasks: list[str]) -> list[str]:
+        duplicates = sorted({t for t in tasks if tasks.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"harness tasks must be unique; repeated: {', '.join(duplicates)}")
+        return tasks
+
+    @field_validator("include_path")
+    @classmethod
+    def _local_folder(cls, uri: str | None) -> str | None:
+        if uri is not None and not is_local_uri(uri):
+            raise ValueError(f"include_path must be a local folder (a path or file://), not {uri}")
+        return uri
+
+
 class EvaluationSpec(StrictModel):
     language: list[EvalSuite] = Field(default_factory=list, description="Language and knowledge suites.")
     vision: list[EvalSuite] = Field(default_factory=list, description="Vision suites.")
+    harness: HarnessSpec | None = Field(
+        None, description="lm-evaluation-harness tasks, scored and reported like the language suites."
+    )
     every: int | None = Field(None, ge=1, description="Also evaluate every N steps (None: only at the end).")
     batch_size: int = Field(16, ge=1, le=4096, description="Evaluation batch size.")
     gates: GatesSpec = Field(default_factory=GatesSpec)
+
+    @model_validator(mode="after")
+    def _unique_suite_names(self) -> EvaluationSpec:
+        names = [*self.language_suite_names(), *(suite.name for suite in self.vision)]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"suite and harness task names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def language_suite_names(self) -> list[str]:
+        """The report's language rows, in order: the JSONL suites, then the harness tasks."""
+        return [suite.name for suite in self.language] + (list(self.harness.tasks) if self.harness else [])
 
 
 class ResourcesSpec(StrictModel):
@@ -209,10 +253,14 @@ def _absolute_local_uris(spec: JobSpec, base: Path) -> dict[str, Any]:
         return str(local_path(uri, base)) if is_local_uri(uri) else uri
 
     mixture = [s.model_copy(update={"uri": fix(s.uri)}) for s in spec.mixture]
+    harness = spec.evaluation.harness
+    if harness is not None and harness.include_path is not None:
+        harness = harness.model_copy(update={"include_path": fix(harness.include_path)})
     evaluation = spec.evaluation.model_copy(
         update={
             "language": [s.model_copy(update={"uri": fix(s.uri)}) for s in spec.evaluation.language],
             "vision": [s.model_copy(update={"uri": fix(s.uri)}) for s in spec.evaluation.vision],
+            "harness": harness,
         }
     )
     return {"student": fix(spec.student), "teacher": fix(spec.teacher), "mixture": mixture, "evaluation": evaluation}

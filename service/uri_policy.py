@@ -40,6 +40,10 @@ def spec_uris(spec: JobSpec) -> Iterator[tuple[list[str | int], str]]:
     for group in ("language", "vision"):
         for i, suite in enumerate(getattr(spec.evaluation, group)):
             yield ["body", "evaluation", group, i, "uri"], suite.uri
+    # Harness task YAMLs may import Python (`!function`): only folders under an operator's allowed local roots.
+    harness = spec.evaluation.harness
+    if harness is not None and harness.include_path is not None:
+        yield ["body", "evaluation", "harness", "include_path"], harness.include_path
 
 
 def is_internal_address(address: str) -> bool:

@@ -3,8 +3,10 @@
 evaluate_suites(suites, kind, model, adapter, processor_or_tokenizer, batch_size=...) -> {name: SuiteScore}
 build_report(spec, teacher=..., before=..., after=..., metrics_path=..., provenance=...) -> dict
 write_report(report, output_dir, metrics_path) -> [report.json, report.md, *.svg]
+evaluate_harness_tasks(tasks, model, tokenizer, batch_size=...) -> {task: SuiteScore}   (needs lm_eval: harness.py)
 """
 
+from lingudistill.evaluation.harness import HarnessUnavailable, evaluate_harness_tasks
 from lingudistill.evaluation.recovery import Recovery, evaluate_gates, recovery
 from lingudistill.evaluation.report import build_report, render_markdown, summary_lines, write_report
 from lingudistill.evaluation.scoring import (
@@ -21,11 +23,13 @@ from lingudistill.evaluation.suites import EvalItem, load_suite
 __all__ = [
     "PRIMARY_METRIC",
     "EvalItem",
+    "HarnessUnavailable",
     "Recovery",
     "Scorer",
     "SuiteScore",
     "build_report",
     "evaluate_gates",
+    "evaluate_harness_tasks",
     "evaluate_suites",
     "exact_match",
     "load_suite",

@@ -39,7 +39,7 @@ def build_report(
     metrics_path: Path | None,
     provenance: dict[str, Any],
 ) -> dict[str, Any]:
-    language_names = [suite.name for suite in spec.evaluation.language]
+    language_names = spec.evaluation.language_suite_names()
     vision_names = [suite.name for suite in spec.evaluation.vision]
     language = language_rows(language_names, teacher, before, after)
     vision = vision_rows(vision_names, before, after)
@@ -60,7 +60,7 @@ def build_report(
             "name": spec.name,
             "passed": all(gate["passed"] for gate in gates),
             "language": {
-                "metric_note": "primary metric per suite: acc_norm for multiple choice, exact_match for short answers",
+                "metric_note": _metric_note(spec),
                 "suites": language,
                 "average": language_average,
                 "mean_recovery": mean_recovery,
@@ -78,6 +78,13 @@ def build_report(
             "provenance": {"spec": spec.model_dump(mode="json"), "seed": spec.training.seed, **provenance},
         }
     )
+
+
+def _metric_note(spec: JobSpec) -> str:
+    note = "primary metric per suite: acc_norm for multiple choice, exact_match for short answers"
+    if spec.evaluation.harness is not None:
+        note += "; lm-evaluation-harness tasks: acc_norm, else acc, else exact_match, as the task reports them"
+    return note
 
 
 def training_summary(metrics_path: Path | None) -> dict[str, Any] | None:

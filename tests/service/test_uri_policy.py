@@ -79,11 +79,19 @@ def test_violations_name_every_offending_field():
             "student": "https://127.0.0.1/m",
             "teacher": "hf://Qwen/Q",
             "mixture": [{"name": "a", "uri": "s3://ok/a", "distill": True}, {"name": "b", "uri": "dataset://nope"}],
-            "evaluation": {"language": [{"name": "e", "uri": "/etc/eval.jsonl"}]},
+            "evaluation": {
+                "language": [{"name": "e", "uri": "/etc/eval.jsonl"}],
+                "harness": {"tasks": ["arc_easy"], "include_path": "/srv/tasks"},  # YAMLs can import Python
+            },
         }
     )
     locs = [e.loc for e in policy().violations(spec)]
-    assert locs == [["body", "student"], ["body", "mixture", 1, "uri"], ["body", "evaluation", "language", 0, "uri"]]
+    assert locs == [
+        ["body", "student"],
+        ["body", "mixture", 1, "uri"],
+        ["body", "evaluation", "language", 0, "uri"],
+        ["body", "evaluation", "harness", "include_path"],
+    ]
 
 
 def test_submission_refuses_with_a_422_naming_the_field(make_client, new_key, spec_body):
