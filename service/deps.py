@@ -13,7 +13,7 @@ from service.auth import Principal
 from service.dispatch import DispatchBuffer, Dispatcher
 from service.errors import Forbidden, RateLimited, Unauthorized
 from service.keys.service import authenticate
-from service.ratelimit import TokenBucketLimiter
+from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.storage import Storage
 
@@ -24,14 +24,16 @@ class AppState:
     sessions: sessionmaker[Session]
     storage: Storage
     dispatcher: Dispatcher
-    limiter: TokenBucketLimiter
+    limiter: RateLimiter
 
 
-def get_state(request: Request) -> AppState:
+# The two below are async because they never block: FastAPI runs them on the event loop instead of sending each
+# through the thread pool, which costs a thread hand-off per dependency per request.
+async def get_state(request: Request) -> AppState:
     return request.app.state.services
 
 
-def get_dispatch_buffer(request: Request) -> DispatchBuffer:
+async def get_dispatch_buffer(request: Request) -> DispatchBuffer:
     buffer = getattr(request.state, "dispatch_buffer", None)
     if buffer is None:
         buffer = request.state.dispatch_buffer = DispatchBuffer()

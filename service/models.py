@@ -169,7 +169,8 @@ class Job(Base):
     failure_message: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     resume_checkpoint_step: Mapped[int | None] = mapped_column(Integer)
-    report: Mapped[dict[str, Any] | None]
+    # Loaded only when read (the report route): list pages and job views never carry it.
+    report: Mapped[dict[str, Any] | None] = mapped_column(deferred=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

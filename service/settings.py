@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * 1024**3, ge=1024, description="Largest dataset upload.")
     rate_limit_per_s: float = Field(50.0, gt=0, description="Sustained requests per second per API key.")
     rate_limit_burst: int = Field(200, ge=1, description="Requests an idle key may send at once.")
+    rate_limit_redis_url: str | None = Field(
+        None, description="Redis holding the buckets shared by all API processes; default: the broker if Redis."
+    )
     max_active_jobs_per_tenant: int = Field(8, ge=1, description="Queued+running jobs before new ones are held.")
     idempotency_in_flight_s: int = Field(300, ge=1, description="An in-flight key older than this is abandoned.")
 
@@ -88,6 +91,15 @@ class Settings(BaseSettings):
     @property
     def broker_url_resolved(self) -> str:
         return self.broker_url or "filesystem://"
+
+    @property
+    def rate_limit_redis_url_resolved(self) -> str | None:
+        """None: no Redis, so the buckets live in the (single, embedded) API process."""
+        if self.rate_limit_redis_url:
+            return self.rate_limit_redis_url
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
 
     @property
     def storage_url_resolved(self) -> str:

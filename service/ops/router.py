@@ -19,7 +19,8 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", summary="The process is up", responses=problem_responses(public=True))
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
+    # async: a liveness probe answers from the event loop even while every thread-pool worker is busy
     return {"status": "ok"}
 
 
