@@ -21,6 +21,9 @@ Precision = Literal["auto", "bf16", "fp32"]
 
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Uri = Annotated[str, Field(min_length=1, max_length=2048)]
+NO_NUL = r"^[^\x00]*$"  # labels are stored as JSON text, which cannot hold a NUL character (Postgres jsonb)
+LabelKey = Annotated[str, Field(max_length=64, pattern=NO_NUL)]
+LabelValue = Annotated[str, Field(max_length=256, pattern=NO_NUL)]
 
 
 class StrictModel(BaseModel):
@@ -170,7 +173,7 @@ class JobSpec(StrictModel):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] = Field(
+    metadata: dict[LabelKey, LabelValue] = Field(
         default_factory=dict, max_length=32, description="Free-form labels, filterable in the API."
     )
 

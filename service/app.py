@@ -11,10 +11,11 @@ from service.deps import AppState
 from service.dispatch import CeleryDispatcher, Dispatcher
 from service.errors import install_error_handlers
 from service.jobs.router import router as jobs_router
+from service.keys.router import router as keys_router
 from service.limits import BodySizeLimit
 from service.ops.metrics import PrometheusMiddleware
 from service.ops.router import router as ops_router
-from service.ratelimit import TokenBucketLimiter
+from service.ratelimit import make_limiter
 from service.settings import Settings, get_settings
 from service.storage import Storage, make_storage
 from service.ui.router import router as ui_router
@@ -42,10 +43,10 @@ def create_app(
         sessions=sessions or make_sessionmaker(make_engine(settings.database_url_resolved)),
         storage=storage or make_storage(settings),
         dispatcher=dispatcher or CeleryDispatcher(settings),
-        limiter=TokenBucketLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+        limiter=make_limiter(settings),
     )
     install_error_handlers(app)
-    for router in (jobs_router, datasets_router, ops_router, webhooks_router):
+    for router in (jobs_router, datasets_router, ops_router, webhooks_router, keys_router):
         app.include_router(router)
     app.include_router(ui_router)  # the web UI at /ui (issue 6): static files; the page calls the API above
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes)

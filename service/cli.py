@@ -1,7 +1,9 @@
-"""`lingudistill serve`, `lingudistill db upgrade` and `lingudistill keys create` (entry points in pyproject)."""
+"""`lingudistill serve`, `lingudistill db upgrade` and `lingudistill keys create|list|revoke` (entry points in
+pyproject)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import click
@@ -109,6 +111,59 @@ def keys_create(tenant: str, admin: bool) -> None:
     click.echo(f"created {'admin ' if admin else ''}key {new.prefix}... for tenant {tenant} ({new.tenant_id})")
     click.echo("store it now; it is not shown again:")
     click.echo(new.key)
+
+
+@keys.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's keys.")
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys.")
+def keys_list(tenant: str | None, include_revoked: bool) -> None:
+    """List API keys, newest first (active ones only unless --all). Never the keys themselves."""
+    from service.db import make_engine, make_sessionmaker, session_scope
+    from service.keys.service import list_keys
+    from service.settings import get_settings
+
+    engine = make_engine(get_settings().database_url_resolved)
+    with session_scope(make_sessionmaker(engine)) as session:
+        found, _ = list_keys(session, tenant=tenant, include_revoked=include_revoked)
+    engine.dispose()
+    if not found:
+        click.echo("no keys" if include_revoked else "no active keys (--all shows revoked ones)")
+        return
+    rows = [("ID", "PREFIX", "TENANT", "ADMIN", "CREATED (UTC)", "REVOKED (UTC)")]
+    rows += [
+        (k.id, f"{k.prefix}…", k.tenant, "yes" if k.admin else "no", _when(k.created_at), _when(k.revoked_at))
+        for k in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@keys.command("revoke")
+@click.argument("key")
+def keys_revoke(key: str) -> None:
+    """Revoke KEY, a key id or the prefix `keys list` shows; it authenticates nothing from then on."""
+    from service.db import make_engine, make_sessionmaker, session_scope
+    from service.errors import KeyNotFound
+    from service.keys.service import AmbiguousKeyReference, find_key, revoke_key
+    from service.settings import get_settings
+
+    engine = make_engine(get_settings().database_url_resolved)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            found = find_key(session, key)
+            already = found[0].revoked_at is not None
+            revoked = revoke_key(session, found)
+    except (KeyNotFound, AmbiguousKeyReference) as exc:
+        raise click.UsageError(str(exc)) from exc
+    finally:
+        engine.dispose()
+    state = f"was already revoked at {_when(revoked.revoked_at)}" if already else "revoked"
+    click.echo(f"key {revoked.id} ({revoked.prefix}…, tenant {revoked.tenant}) {state}")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 def _redact(url: str) -> str:

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,10 @@ class ModelNotReady(NotFound):
     code, title = "model_not_ready", "The repaired model is not ready"
 
 
+class KeyNotFound(NotFound):
+    code, title = "key_not_found", "API key not found"
+
+
 class InvalidSpec(AppError):
     status, code, title = 422, "invalid_spec", "The job spec is invalid"
 
@@ -97,6 +102,10 @@ class IdempotencyInFlight(AppError):
 
 class InvalidTransition(AppError):
     status, code, title = 409, "invalid_transition", "The job cannot make this transition"
+
+
+class CannotRevokeOwnKey(AppError):
+    status, code, title = 409, "cannot_revoke_own_key", "A request cannot revoke the key it is authenticated with"
 
 
 class QuotaExceeded(AppError):
@@ -211,6 +220,13 @@ def _allowed_methods(request: Request) -> set[str]:
     return methods
 
 
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database refused a value the request carried (a NUL byte in an id or a filter, a number out of range):
+    the caller's input, so a 422 with the database's one-line reason, never a 500. The statement is not shown."""
+    reason = str(getattr(exc, "orig", None) or "invalid value").splitlines()[0]
+    return problem_response(request, 422, "invalid_value", "A value in the request is not valid", reason)
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(request, 500, "internal_error", "Internal server error")
@@ -220,6 +236,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(Exception, _unhandled)
 
 

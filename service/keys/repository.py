@@ -1,9 +1,16 @@
+"""Every query on tenants and API keys. Keys are not tenant-owned objects to an admin: these queries are unscoped,
+and the routes that call them need an admin key. None of these commit."""
+
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from service.models import ApiKey, Tenant
+
+KeyRow = tuple[ApiKey, Tenant]
 
 
 def get_or_create_tenant(session: Session, name: str) -> Tenant:
@@ -22,11 +29,50 @@ def add_key(session: Session, tenant: Tenant, key_hash: str, prefix: str, is_adm
     return key
 
 
-def find_active_key(session: Session, key_hash: str) -> tuple[ApiKey, Tenant] | None:
-    stmt = (
-        select(ApiKey, Tenant)
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
-    )
+def find_active_key(session: Session, key_hash: str) -> KeyRow | None:
+    stmt = _with_tenant().where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
     row = session.execute(stmt).first()
     return (row[0], row[1]) if row else None
+
+
+def get_key(session: Session, key_id: str) -> KeyRow | None:
+    row = session.execute(_with_tenant().where(ApiKey.id == key_id)).first()
+    return (row[0], row[1]) if row else None
+
+
+def find_keys(session: Session, id_or_prefix: str) -> list[KeyRow]:
+    """Keys, revoked ones included, whose id or shown prefix is exactly `id_or_prefix` (two at most: enough to
+    tell an ambiguous reference from a unique one)."""
+    stmt = _with_tenant().where(or_(ApiKey.id == id_or_prefix, ApiKey.prefix == id_or_prefix))
+    return [(row[0], row[1]) for row in session.execute(stmt.order_by(ApiKey.id).limit(2))]
+
+
+def list_keys(
+    session: Session,
+    *,
+    tenant_name: str | None = None,
+    include_revoked: bool = False,
+    limit: int | None = None,
+    after: tuple[datetime, str] | None = None,
+) -> list[KeyRow]:
+    """Newest first; `after` is the (created_at, id) of the last key of the previous page."""
+    stmt = _with_tenant()
+    if tenant_name is not None:
+        stmt = stmt.where(Tenant.name == tenant_name)
+    if not include_revoked:
+        stmt = stmt.where(ApiKey.revoked_at.is_(None))
+    if after is not None:
+        created, row_id = after
+        stmt = stmt.where(or_(ApiKey.created_at < created, and_(ApiKey.created_at == created, ApiKey.id < row_id)))
+    stmt = stmt.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit)
+    return [(row[0], row[1]) for row in session.execute(stmt)]
+
+
+def revoke_key(session: Session, key: ApiKey, at: datetime) -> ApiKey:
+    key.revoked_at = at
+    session.flush()
+    return key
+
+
+def _with_tenant() -> Select[tuple[ApiKey, Tenant]]:
+    return select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id)

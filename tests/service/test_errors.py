@@ -51,6 +51,19 @@ def test_unknown_job_and_dataset(client):
     assert_problem(client.get("/v1/datasets/ds_missing"), 404, "dataset_not_found")
 
 
+def test_values_the_database_refuses_are_422_not_500(client, spec_body):
+    """Postgres cannot store or compare a NUL character: an id or a filter carrying one is the caller's error on
+    every route (the database's reason, never its statement), and the spec names the field where it can."""
+    for path in ("/v1/jobs/job_x%00", "/v1/jobs/job_x%00/events", "/v1/datasets/%00", "/v1/webhooks/%00"):
+        problem = assert_problem(client.get(path), 422, "invalid_value")
+        assert "NUL" in problem["detail"] and "SELECT" not in problem["detail"], path
+    for params in ({"name": "a\x00"}, {"metadata": "team=\x00"}):
+        assert_problem(client.get("/v1/jobs", params=params), 422, "invalid_value")
+    body = {**spec_body(), "metadata": {"k": "\x00"}}
+    problem = assert_problem(client.post("/v1/jobs", json=body), 422, "validation_error")
+    assert problem["errors"][0]["loc"] == ["body", "metadata", "k"]
+
+
 def test_validation_errors_list_fields(client):
     problem = assert_problem(client.post("/v1/jobs", json={"name": "x"}), 422, "validation_error")
     assert {"loc": ["body", "student"], "msg": "Field required"} in problem["errors"]

@@ -10,13 +10,17 @@ from fastapi.routing import APIRoute
 
 from service.db import session_scope
 from service.jobs import repository
+from service.keys.service import create_key
 from service.models import Job
+
+# Operators' routes: a tenant key is refused outright (403), whoever owns the object; an admin acts on it.
+ADMIN_ONLY = {("POST", "/v1/keys/{key_id}/revoke")}
 
 
 @pytest.fixture
 def owned(client, spec_body, sessions, storage):
-    """Tenant acme's job (with a complete checkpoint, metrics, events, report and a report file), dataset and
-    webhook endpoint."""
+    """Tenant acme's job (with a complete checkpoint, metrics, events, report and a report file), dataset, webhook
+    endpoint and a second API key (not the one `client` calls with)."""
     job = client.post("/v1/jobs", json=spec_body()).json()
     dataset = client.post("/v1/datasets", params={"name": "d"}, content=b'{"prompt": "a", "response": "b"}\n').json()
     # a public address literal: the sandbox has no DNS, and the SSRF policy refuses private ones
@@ -41,10 +45,12 @@ def owned(client, spec_body, sessions, storage):
             manifest={"model.bin": hashlib.sha256(data).hexdigest()},
             size_bytes=len(data),
         )
+        key_id = create_key(session, "acme").key_id
     return {
         "job_id": job["id"],
         "dataset_id": dataset["id"],
         "webhook_id": webhook["id"],
+        "key_id": key_id,
         "step": "10",
         "path": "model.bin",
         "name": "report.md",
@@ -79,9 +85,10 @@ def test_every_id_route_is_404_for_another_tenant_and_visible_to_an_admin(make_c
         assert not missing, f"add a value for {missing} of {template} to the `owned` fixture"
         url = template.replace("{path:path}", "{path}").format(**owned)
         response = intruder.request(method, url)
-        assert response.status_code == 404, (method, url, response.text)
+        status, code = (403, "forbidden") if (method, template) in ADMIN_ONLY else (404, "not_found")
+        assert response.status_code == status, (method, url, response.text)
         assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["code"].endswith("not_found")
+        assert response.json()["code"].endswith(code)
         assert admin.request(method, url).status_code != 404, (method, url)
     assert client.get(f"/v1/jobs/{owned['job_id']}").status_code == 200
 
