@@ -55,6 +55,7 @@ def test_the_job_recovers_language_and_keeps_vision(world: Path, tmp_path: Path)
     language, vision = report["language"], report["vision"]
     print("\n".join(line for line in result.output.splitlines() if ":" in line))
     assert language["average"]["teacher"] > language["average"]["before"] + 0.2, "the student must start degraded"
+    assert vision["average"]["before"] >= 0.9, "the student must see the images (chance is 0.25): vision to keep"
     assert language["mean_recovery"] > 0
     assert language["average"]["after"] > language["average"]["before"]
     assert {gate["name"]: gate["passed"] for gate in report["gates"]} == {"min_recovery": True, "max_vision_drop": True}
