@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     webhook_event_lag_s: float = Field(
         10.0, ge=0, description="The loop re-reads events this recent: an event committed late is not skipped."
     )
+    webhook_delivery_retention_days: int = Field(
+        30, ge=1, description="Days a delivery and its attempts are kept after it succeeded or failed for good."
+    )
 
     @model_validator(mode="after")
     def _production_refuses_defaults(self) -> Settings:

@@ -8,6 +8,9 @@ on the `webhook-id` header, which is the same on every attempt.
 
 Event ids come from a sequence and may commit out of order, so the cursor only moves past events older than
 `webhook_event_lag_s`; younger ones are re-read on the next pass and the unique constraint drops repeats.
+
+Once an hour per process the loop also deletes deliveries (and their attempts) settled more than
+`webhook_delivery_retention_days` ago, so the delivery log does not grow forever.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,6 +45,8 @@ FANOUT_BATCH = 500
 SEND_BATCH = 32
 SEND_THREADS = 4
 USER_AGENT = "LinguDistill-Webhooks/1"
+PRUNE_EVERY_S = 3600.0
+PRUNE_BATCH = 1000  # deliveries per batch, each in its own transaction: a long backlog never holds locks for long
 
 
 def webhook_type(row: EventRow) -> str | None:
@@ -200,11 +205,28 @@ def claim_due(sessions: sessionmaker[Session], settings: Settings) -> list[Outgo
     return claimed
 
 
-class DeliveryLoop:
-    """A daemon thread: every `webhook_poll_interval_s`, fan out new events and send what is due."""
+def prune_deliveries(sessions: sessionmaker[Session], settings: Settings, batch_size: int = PRUNE_BATCH) -> int:
+    """Delete deliveries settled more than the retention ago, batch by batch; returns how many were deleted."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    finished_before = utcnow() - timedelta(days=settings.webhook_delivery_retention_days)
+    total = 0
+    while True:
+        with session_scope(sessions) as session:
+            deleted = repository.delete_settled_deliveries(session, finished_before, batch_size)
+        total += deleted
+        if deleted < batch_size:
+            return total
 
-    def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
-        self.sessions, self.settings = sessions, settings
+
+class DeliveryLoop:
+    """A daemon thread: every `webhook_poll_interval_s`, fan out new events and send what is due; prune hourly."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], settings: Settings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.sessions, self.settings, self.clock = sessions, settings, clock
+        self.last_prune: float | None = None
         self.http = httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False, trust_env=False)
         self.pool = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="webhook-send")
         self.stopping = threading.Event()
@@ -225,7 +247,20 @@ class DeliveryLoop:
         fan_out(self.sessions, self.settings)
         outgoing = claim_due(self.sessions, self.settings)
         list(self.pool.map(self._send, outgoing))
+        self.prune_if_due()
         return len(outgoing)
+
+    def prune_if_due(self) -> int:
+        """Prune at the first pass, then at most once per `PRUNE_EVERY_S`; returns how many rows were deleted."""
+        now = self.clock()
+        if self.last_prune is not None and now - self.last_prune < PRUNE_EVERY_S:
+            return 0
+        self.last_prune = now  # set first: a failing prune is retried in an hour, not on every pass
+        pruned = prune_deliveries(self.sessions, self.settings)
+        if pruned:
+            days = self.settings.webhook_delivery_retention_days
+            log.info("pruned %d webhook deliveries settled more than %d days ago", pruned, days)
+        return pruned
 
     def _send(self, outgoing: Outgoing) -> None:
         result = post_signed(self.http, outgoing, self.settings.allow_private_network)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -18,6 +18,7 @@ from service.auth import Principal, scoped
 from service.models import Job, JobEvent, WebhookAttempt, WebhookCursor, WebhookDelivery, WebhookEndpoint
 
 FINAL_STATUS_VALUES = ("succeeded", "failed", "cancelled")
+SETTLED_DELIVERY_STATUSES = ("succeeded", "failed")  # a retry is still "pending"; only these two are final
 
 # --- API ----------------------------------------------------------------------------------------------------
 
@@ -181,3 +182,28 @@ def record_attempt(session: Session, delivery_id: str, attempt: WebhookAttempt, 
     session.add(attempt)
     stmt = update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values)
     session.execute(stmt.execution_options(synchronize_session=False))
+
+
+# --- the delivery loop: retention ---------------------------------------------------------------------------------
+
+
+def delete_settled_deliveries(session: Session, finished_before: datetime, limit: int) -> int:
+    """Delete up to `limit` deliveries that succeeded or failed for good before `finished_before`; returns how many.
+
+    Age counts from `finished_at`, not `created_at`: a delivery that retried for hours stays visible for the whole
+    retention after its outcome, like one that succeeded at once. Pending rows have no `finished_at`, and the status
+    test keeps them even so. The attempts go with their delivery through ON DELETE CASCADE (SQLite enforces it:
+    service.db turns foreign_keys on).
+    """
+    settled = and_(WebhookDelivery.status.in_(SETTLED_DELIVERY_STATUSES), WebhookDelivery.finished_at < finished_before)
+    batch = select(WebhookDelivery.id).where(settled).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        batch = batch.with_for_update(skip_locked=True)  # two pruning processes split the rows instead of waiting
+    # Two statements on purpose: in `DELETE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE)` Postgres may rescan
+    # the subquery once per row, each rescan skipping the rows already deleted, so `n` would bound nothing.
+    ids = list(session.scalars(batch))
+    # `settled` again below: on SQLite nothing locks the rows between the two statements
+    if not ids:
+        return 0
+    stmt = delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids), settled)
+    return session.execute(stmt.execution_options(synchronize_session=False)).rowcount
