@@ -17,8 +17,6 @@ from lingudistill.models.loading import load_student, load_teacher
 from lingudistill.spec import load_spec
 from lingudistill.toy import build_toy_world
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:

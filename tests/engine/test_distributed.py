@@ -92,7 +92,6 @@ def test_two_ranks_match_one_process_and_resume_on_one_or_two(tiny_job):
     _assert_close(_losses(job / "resume-two"), expected, range(CHECKPOINT_AT + 1, STEPS + 1))
 
 
-@pytest.mark.slow
 def test_a_single_process_checkpoint_resumes_on_two_ranks(tiny_job):
     job = tiny_job.parent
     single, dual = _write_spec(job, "single", 4), _write_spec(job, "dual", 2)

@@ -37,7 +37,8 @@ from tests.engine.conftest import build_llava, tiny_spec, write_tiny_data
 from tests.service.conftest import free_port, pg_url, s3_endpoint  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_DB = 11  # this suite's own Redis database on the shared server
+# this suite's own Redis database on the shared server (set it apart when two runs share one server)
+REDIS_DB = int(os.environ.get("LINGUDISTILL_TEST_REDIS_DB", "11"))
 WORKER_READY_S = 60.0
 
 

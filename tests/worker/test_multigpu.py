@@ -184,7 +184,6 @@ def test_a_killed_rank_is_retried_and_resumes_with_resume(
     assert job_processes(job_id) == []
 
 
-@pytest.mark.slow
 def test_kill_9_of_the_worker_takes_the_ranks_along_and_the_job_resumes_elsewhere(
     stack: Stack, tiny_world: Path, private_queue: str
 ) -> None:
