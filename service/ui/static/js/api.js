@@ -81,14 +81,24 @@ export async function fetchBlob(path) {
 }
 
 export async function download(path, filename) {
-  const url = /^https?:/.test(path) ? path : URL.createObjectURL(await fetchBlob(path));
+  if (/^https?:/.test(path)) return clickLink(path, filename); // a presigned URL needs no key
+  return saveBlob(await fetchBlob(path), filename);
+}
+
+/** Save a blob as a file, as a download link would. */
+export function saveBlob(blob, filename) {
+  const url = URL.createObjectURL(blob);
+  clickLink(url, filename);
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function clickLink(href, filename) {
   const link = document.createElement("a");
-  link.href = url;
+  link.href = href;
   link.download = filename;
   document.body.append(link);
   link.click();
   link.remove();
-  if (!/^https?:/.test(path)) setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
 /**
