@@ -302,10 +302,26 @@ def test_compare_lingudistill_with_plain_fine_tuning(page: Page, server: Server,
     expect(report).to_contain_text("Verdict")
     expect(page.locator("#compare-spec")).to_contain_text("method.kd_sources")
     expect(page.locator("#cmp-loss .u-legend [data-series=loss]")).to_have_count(2)
+    kd_by_step = _legend_values_along(page, "#cmp-kd", steps=6)  # the KD term: A distils, the baseline does not
+    assert all(b == "0" for _, b in kd_by_step) and any(a != "0" for a, _ in kd_by_step), kd_by_step
     mean_recovery = report.locator("tr", has_text="Mean recovery").locator("td").first
     expect(mean_recovery).to_have_text(re.compile(r"^(-?\d+\.\d%|n/a)$"))
     shoot(page, "compare")
     assert not page.js_errors
+
+
+def _legend_values_along(page: Page, chart_id: str, steps: int) -> list[list[str]]:
+    """The values the legend shows under the cursor at each step, left to right (what a user reads by hovering)."""
+    plot = page.locator(f"{chart_id} .u-over")
+    plot.scroll_into_view_if_needed()
+    box = plot.bounding_box()
+    assert box is not None
+    seen = []
+    for i in range(steps):
+        page.mouse.move(box["x"] + min(box["width"] * i / (steps - 1), box["width"] - 1), box["y"] + box["height"] / 2)
+        expect(page.locator(f"{chart_id} .u-legend .u-series").first.locator(".u-value")).to_have_text(str(i + 1))
+        seen.append(page.locator(f"{chart_id} .u-legend [data-series] .u-value").all_inner_texts())
+    return seen
 
 
 def _long_training() -> dict[str, Any]:

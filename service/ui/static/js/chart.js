@@ -138,8 +138,7 @@ export class LineChart {
     const log = chartSettings.log && this.hasPositiveValues();
     const tables = this.series.map((one) => [one.points.map((p) => p.step), one.points.map((p) => plottable(p.value, log))]);
     const [steps, ...columns] = window.uPlot.join(tables); // one step axis; a series without a step has a gap
-    const columnOf = new Map(this.series.map((one, i) => [one.name, columns[i]]));
-    const drawn = (line) => (line.raw ? columnOf.get(line.name) : smooth(columnOf.get(line.name), chartSettings.smoothing));
+    const drawn = (line) => (line.raw ? columns[line.index] : smooth(columns[line.index], chartSettings.smoothing)); // names may repeat (A and B)
     return [steps, ...lines.map(drawn)];
   }
 

@@ -34,7 +34,7 @@ export async function modelDownloads(job) {
 
 function modelPendingText(job) {
   if (!FINAL.has(job.status)) return "The repaired model appears here when the job succeeds.";
-  return `This job ended ${job.status} without a model; Retry resumes it from its last checkpoint.`;
+  return `This job ended ${job.status} without a model. Retry runs it again, from its last checkpoint if it has one.`;
 }
 
 export async function checkpointList(job) {

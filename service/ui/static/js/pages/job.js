@@ -226,7 +226,8 @@ export async function renderJob(main, jobId) {
       job = await api(`/v1/jobs/${job.id}/cancel`, { method: "POST" });
       announce(`Cancel requested: ${job.status}.`);
       renderHeader();
-      if (FINAL.has(job.status)) await Promise.all([catchUpEvents(), renderCheckpoints()]); // a queued job ends at once
+      renderProgress();
+      if (FINAL.has(job.status)) await Promise.all([catchUpEvents(), renderCheckpoints(), renderReport()]); // a queued job ends at once
       schedule();
     } catch (error) {
       statusLine.append(errorBox(error));
