@@ -58,6 +58,7 @@ def test_login_refuses_a_bad_key_then_shows_the_jobs(page: Page, server: Server,
     expect(hint).to_contain_text(f"LINGUDISTILL_URL={server.url}")
     expect(hint).to_contain_text("lingudistill submit job.yaml --wait")
     expect(hint).to_contain_text(f"curl -X POST {server.url}/v1/jobs")
+    shoot(page, "jobs-first-run")
 
 
 UNLABELLED_CONTROLS = """[...document.querySelectorAll('main input, main select, main textarea, main button')]
@@ -289,11 +290,15 @@ def test_compare_lingudistill_with_plain_fine_tuning(page: Page, server: Server,
         jobs = client.get("/v1/jobs", params={"name": "ui-lingudistill"}).json()["items"]
         spec = dict(jobs[0]["spec"], name="ui-baseline-ce-only")
         spec["method"] = {**spec["method"], "kd_sources": "none"}
-        spec["training"] = {**spec["training"], "seed": None}
+        spec["training"] = {**spec["training"], "seed": None, "checkpoint_every": 1000}  # as the toy job: none kept
         response = client.post("/v1/jobs", json=spec)
         assert response.status_code == 201, response.text
     baseline = server.wait_job(response.json()["id"], {"succeeded", "failed"}, JOB_TIMEOUT_MS / 1000)
     assert baseline["status"] == "succeeded", baseline
+
+    _open(page, server, f"/jobs/{baseline['id']}")  # a finished job without checkpoints still offers its model
+    expect(page.locator("#checkpoints")).to_contain_text("No intermediate checkpoint was kept (one every 1000 steps)")
+    expect(page.locator("#model").get_by_role("button", name=re.compile(r"^Download all \d+ files$"))).to_be_visible()
 
     _open(page, server, f"/compare?a={jobs[0]['id']}&b={baseline['id']}")
     _heading(page, "Compare jobs")

@@ -8,6 +8,7 @@ import { h, number } from "./dom.js";
 export const PALETTE = ["#1d4ed8", "#b45309", "#047857", "#7e22ce", "#be123c", "#0e7490", "#4d7c0f", "#374151"];
 const DASHES = [[], [6, 3], [2, 3], [8, 3, 2, 3], [1, 2], [10, 4], [4, 4], [3, 6]];
 const HEIGHT = 280;
+const STEP_INCREMENTS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7].map((p) => m * p)).sort((a, b) => a - b); // whole steps
 const SETTINGS_KEY = "lingudistill.chartSettings";
 
 /** Shared by every chart, like a W&B workspace's line-plot settings, and kept across visits. */
@@ -153,8 +154,8 @@ export class LineChart {
       height: HEIGHT,
       scales: { x: { time: false }, y: log ? { distr: 3, log: 10 } : { auto: true } },
       axes: [
-        { label: "step", values: (u, splits) => splits.map((v) => number(v, 6)), stroke: "#374151", grid: { stroke: "#e5e7eb" } },
-        { label: this.yLabel, size: 64, values: (u, splits) => splits.map(tickLabel), stroke: "#374151", grid: { stroke: "#e5e7eb" } },
+        { label: "step", incrs: STEP_INCREMENTS, values: (u, splits) => splits.map((v) => number(v, 6)), stroke: "#374151", grid: { stroke: "#e5e7eb" } },
+        { label: this.yLabel, size: 64, values: (u, splits) => tickLabels(splits), stroke: "#374151", grid: { stroke: "#e5e7eb" } },
       ],
       series: [{ label: "step", value: (u, v) => (v === null || v === undefined ? "—" : String(v)) }, ...lines.map(lineOptions)],
       cursor: { drag: { x: true, y: false, setScale: true }, focus: { prox: 24 } },
@@ -224,10 +225,11 @@ function plottable(value, log) {
   return log && value <= 0 ? null : value;
 }
 
-function tickLabel(value) {
-  if (value === null || value === undefined) return "";
-  if (value !== 0 && (Math.abs(value) < 1e-3 || Math.abs(value) >= 1e6)) return value.toExponential(1);
-  return number(value, 3);
+/** One style per axis: all in exponent form when any tick needs it (1.0e-3 beside 8.0e-4, not 0.001). */
+function tickLabels(splits) {
+  const tiny = (v) => v !== 0 && (Math.abs(v) < 1e-3 || Math.abs(v) >= 1e6);
+  const exponent = splits.some((v) => v !== null && v !== undefined && tiny(v));
+  return splits.map((v) => (v === null || v === undefined ? "" : exponent ? v.toExponential(1) : number(v, 3)));
 }
 
 /**
