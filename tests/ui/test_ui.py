@@ -241,6 +241,8 @@ def _explore_the_loss_chart(page: Page) -> None:
     expect(step_value).to_have_text("6")  # away from the cursor: the latest step and values
     page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
     expect(step_value).to_have_text(re.compile(r"^[1-5]$"))  # the step under the cursor
+    hovered = step_value.inner_text()
+    expect(page.locator("#chart-lr .u-legend .u-series").first.locator(".u-value")).to_have_text(hovered)  # in sync
     expect(chart.locator('.u-legend [data-series="loss"] .u-value')).to_have_text(re.compile(r"^\d"))
 
     page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.5)

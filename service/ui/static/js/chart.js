@@ -1,5 +1,5 @@
 // Line charts of metric series, drawn by uPlot (vendored in static/vendor/uplot, loaded as window.uPlot).
-// What W&B users expect: values under the cursor in the legend, drag to zoom (double-click or "Reset zoom" to
+// What W&B users expect: values under the cursor in the legend (the same step on every chart), drag to zoom (double-click or "Reset zoom" to
 // undo), EMA smoothing over a faint raw line, a log y axis, and live appends that keep the zoom.
 
 import { h, number } from "./dom.js";
@@ -158,7 +158,7 @@ export class LineChart {
         { label: this.yLabel, size: 64, values: (u, splits) => tickLabels(splits), stroke: "#374151", grid: { stroke: "#e5e7eb" } },
       ],
       series: [{ label: "step", value: (u, v) => (v === null || v === undefined ? "—" : String(v)) }, ...lines.map(lineOptions)],
-      cursor: { drag: { x: true, y: false, setScale: true }, focus: { prox: 24 } },
+      cursor: { drag: { x: true, y: false, setScale: true }, focus: { prox: 24 }, sync: { key: "steps" } }, // one hovered step on every chart
       focus: { alpha: 0.35 },
       legend: { live: true },
       hooks: { setScale: [(u, key) => key === "x" && this.noteZoom(u)], setLegend: [(u) => showLatestWhenIdle(u)] },

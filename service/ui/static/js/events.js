@@ -32,7 +32,7 @@ export function describeEvent(event) {
 
 const SENTENCES = {
   status: statusSentence,
-  training: (d) => `Training from step ${d.from_step} of ${d.total_steps}.`,
+  training: (d) => (d.from_step ? `Training resumed at step ${d.from_step} of ${d.total_steps}.` : `Training started: ${d.total_steps} steps.`),
   checkpoint: (d) => `Checkpoint saved at step ${d.step} (${bytes(d.size_bytes)}).`,
   checkpoint_rejected: (d) => `The checkpoint at step ${d.step} was unusable and skipped: ${d.error}`,
   checkpoint_upload_failed: (d) => `The checkpoint at step ${d.step} could not be uploaded: ${d.error}`,
