@@ -190,7 +190,8 @@ export class LineChart {
     this.summary.textContent = this.series.length
       ? `Latest values: ${this.series.map((one) => `${one.label || one.name} ${number(one.points[one.points.length - 1].value)} at step ${one.points[one.points.length - 1].step}`).join("; ")}.`
       : "";
-    this.table.replaceChildren(...(this.series.length ? [dataTable(this.title, this.series)] : []));
+    const wasOpen = Boolean(this.table.querySelector("details")?.open); // a live update keeps an opened table open
+    this.table.replaceChildren(...(this.series.length ? [dataTable(this.title, this.series, wasOpen)] : []));
   }
 }
 
@@ -264,13 +265,13 @@ export function chartControls(charts) {
   );
 }
 
-function dataTable(title, series) {
+function dataTable(title, series, open) {
   const steps = [...new Set(series.flatMap((one) => one.points.map((p) => p.step)))].sort((a, b) => a - b);
   const shown = steps.length > 60 ? steps.filter((_, i) => i % Math.ceil(steps.length / 60) === 0) : steps;
   const lookup = series.map((one) => new Map(one.points.map((p) => [p.step, p.value])));
   return h(
     "details",
-    { class: "chart-data" },
+    { class: "chart-data", open },
     h("summary", {}, `${title}: data table`),
     h(
       "div",

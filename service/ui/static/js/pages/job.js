@@ -101,7 +101,7 @@ export async function renderJob(main, jobId) {
         h("progress", { id: "job-progress", max: 100, value: pct, "aria-label": "Training progress", "aria-valuetext": `${Math.round(pct)} percent` }),
         h("strong", { class: "pct" }, `${Math.round(pct)}%`),
       ),
-      job.queue_info ? h("p", { class: "muted" }, `Queued: ${job.queue_info.reason}`) : null,
+      job.queue_info ? h("p", { class: "muted", id: "queue-info" }, queueText(job.queue_info)) : null,
       h("dl", { class: "facts" }, facts.map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value)))),
     );
   }
@@ -295,6 +295,11 @@ export async function renderJob(main, jobId) {
 function chartedMetrics(spec) {
   const sources = spec.mixture.flatMap((source) => [`loss_ce/${source.name}`, `loss_kd/${source.name}`]);
   return ["loss", "loss_ce", "loss_kd", "tokens_per_s", "lr", "lr/decoder", "lr/projector", "lr/vision", ...sources];
+}
+
+function queueText(info) {
+  const start = info.estimated_start_s === null || info.estimated_start_s === undefined ? "" : ` · starts in about ${duration(info.estimated_start_s)}`;
+  return `Queued: ${info.reason}${start}`;
 }
 
 function section(title, id, ...content) {

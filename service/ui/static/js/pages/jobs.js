@@ -129,7 +129,7 @@ export async function renderJobs(main) {
         "td",
         { class: "progress-cell" },
         pct === null
-          ? h("span", { class: "muted" }, job.queue_info ? `#${job.queue_info.position + 1} in queue` : "—")
+          ? h("span", { class: "muted" }, job.queue_info ? queuePlace(job.queue_info) : "—")
           : [
               h("progress", { max: 100, value: pct, "aria-label": `${job.name} progress` }),
               h("span", { class: "small" }, ` ${Math.round(pct)}% · ${p.step ?? 0}/${p.total_steps}`),
@@ -247,6 +247,11 @@ function firstRunHint() {
       h("li", {}, h("strong", {}, "Over HTTP, "), "with the same spec as JSON (the contract is at ", h("a", { href: "/docs" }, "/docs"), "):", h("pre", {}, h("code", {}, http))),
     ),
   );
+}
+
+function queuePlace(info) {
+  const start = info.estimated_start_s === null || info.estimated_start_s === undefined ? "" : ` · ~${duration(info.estimated_start_s)}`;
+  return `#${info.position + 1} in queue${start}`;
 }
 
 function routeParams(filters) {
