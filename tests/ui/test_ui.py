@@ -196,6 +196,7 @@ def test_submit_a_toy_job_and_watch_it_succeed(page: Page, server: Server, shoot
     expect(page.locator("#spec")).to_contain_text('"kd_sources": "selective"')
     expect(page.get_by_role("button", name="Cancel job")).to_be_disabled()
     _scores_are_percents(page)
+    assert page.evaluate(UNLABELLED_CONTROLS) == []
     shoot(page, "job")
     _download_a_model_file(page, server, job_id)
     _explore_the_loss_chart(page)
@@ -261,6 +262,11 @@ def _explore_the_loss_chart(page: Page) -> None:
     expect(chart.locator(".u-legend .raw-line")).to_have_count(3)  # the raw values stay, faint, under the smoothed
     page.keyboard.press("Home")
     expect(chart.locator(".u-legend .raw-line")).to_have_count(0)
+
+    with page.expect_download() as download:
+        chart.get_by_role("button", name="Loss: total, CE and KD: download CSV").click()
+    csv = Path(download.value.path()).read_text().splitlines()
+    assert csv[0] == "step,loss,loss_ce,loss_kd" and [row.split(",")[0] for row in csv[1:]] == list("123456"), csv
 
     page.get_by_label("Log scale (y)").check()
     expect(chart).to_have_attribute("data-scale", "log")

@@ -2,6 +2,7 @@
 // What W&B users expect: values under the cursor in the legend (the same step on every chart), drag to zoom (double-click or "Reset zoom" to
 // undo), EMA smoothing over a faint raw line, a log y axis, and live appends that keep the zoom.
 
+import { saveBlob } from "./api.js";
 import { h, number } from "./dom.js";
 
 // Colour-blind-safe, each at least 4.5:1 on white; dashes tell lines apart without colour too.
@@ -54,12 +55,13 @@ export class LineChart {
     this.empty = h("p", { class: "muted chart-empty" }, emptyText);
     this.canvas = h("div", { class: "chart-canvas" });
     this.resetButton = h("button", { type: "button", class: "button secondary small", hidden: true, onclick: () => this.resetZoom() }, "Reset zoom");
+    this.csvButton = h("button", { type: "button", class: "button secondary small", hidden: true, "aria-label": `${title}: download CSV`, onclick: () => this.saveCsv() }, "CSV");
     this.summary = h("p", { class: "visually-hidden", id: `${id}-summary` });
     this.table = h("div", { class: "chart-data-box" });
     this.element = h(
       "figure",
       { class: "chart", id, "data-chart": title, "aria-labelledby": `${id}-caption`, "aria-describedby": `${id}-summary` },
-      h("figcaption", { id: `${id}-caption` }, h("span", {}, title), this.resetButton),
+      h("figcaption", { id: `${id}-caption` }, h("span", {}, title), h("span", { class: "chart-actions" }, this.resetButton, this.csvButton)),
       this.empty,
       this.canvas,
       this.summary,
@@ -74,6 +76,7 @@ export class LineChart {
     const sameLines = present.map((one) => one.name).join() === this.series.map((one) => one.name).join();
     this.series = present;
     this.empty.hidden = present.length > 0;
+    this.csvButton.hidden = present.length === 0;
     this.describe();
     if (!present.length) return this.dropPlot();
     if (this.plot && sameLines) return this.append();
@@ -88,6 +91,15 @@ export class LineChart {
   resetZoom() {
     const steps = this.plot.data[0];
     this.plot.setScale("x", { min: steps[0], max: steps[steps.length - 1] });
+  }
+
+  /** Every point of every line, one row per step (the raw values, as the API returned them). */
+  saveCsv() {
+    const steps = [...new Set(this.series.flatMap((one) => one.points.map((p) => p.step)))].sort((a, b) => a - b);
+    const lookup = this.series.map((one) => new Map(one.points.map((p) => [p.step, p.value])));
+    const header = ["step", ...this.series.map((one) => csvCell(one.label || one.name))].join(",");
+    const rows = steps.map((step) => [step, ...lookup.map((values) => values.get(step) ?? "")].join(","));
+    saveBlob(new Blob([[header, ...rows].join("\n") + "\n"], { type: "text/csv" }), `${this.id}.csv`);
   }
 
   destroy() {
@@ -219,6 +231,10 @@ function lineOptions(line) {
     points: { show: (u, i) => u.data[0].length === 1 },
     value: (u, v) => number(v),
   };
+}
+
+function csvCell(text) {
+  return /[",\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
 function plottable(value, log) {
