@@ -255,6 +255,14 @@ def _explore_the_loss_chart(page: Page) -> None:
     plot.dblclick()
     expect(reset).to_be_hidden()
 
+    kd = chart.locator('.u-legend [data-series="loss_kd"]')  # a legend entry hides its line, by keyboard too
+    kd.focus()
+    page.keyboard.press("Enter")
+    expect(kd).to_have_attribute("aria-pressed", "false")
+    expect(kd).to_have_class(re.compile(r"\bu-off\b"))
+    page.keyboard.press("Enter")
+    expect(kd).to_have_attribute("aria-pressed", "true")
+
     smoothing = page.get_by_label("Smoothing (EMA)")
     smoothing.focus()
     page.keyboard.press("End")

@@ -170,10 +170,14 @@ export class LineChart {
         { label: this.yLabel, size: 64, values: (u, splits) => tickLabels(splits), stroke: "#374151", grid: { stroke: "#e5e7eb" } },
       ],
       series: [{ label: "step", value: (u, v) => (v === null || v === undefined ? "—" : String(v)) }, ...lines.map(lineOptions)],
-      cursor: { drag: { x: true, y: false, setScale: true }, focus: { prox: 24 }, sync: { key: "steps" } }, // one hovered step on every chart
+      cursor: { drag: { x: true, y: false, setScale: true }, focus: { prox: 24 }, sync: { key: "steps", setSeries: false } }, // one hovered step on every chart
       focus: { alpha: 0.35 },
       legend: { live: true },
-      hooks: { setScale: [(u, key) => key === "x" && this.noteZoom(u)], setLegend: [(u) => showLatestWhenIdle(u)] },
+      hooks: {
+        setScale: [(u, key) => key === "x" && this.noteZoom(u)],
+        setLegend: [(u) => showLatestWhenIdle(u)],
+        setSeries: [(u, i, opts) => opts.show !== undefined && this.followToggle(lines, i, opts.show)],
+      },
     };
   }
 
@@ -186,14 +190,29 @@ export class LineChart {
     this.element.dataset.zoomed = zoomed ? "true" : "false";
   }
 
-  /** Legend rows name their series and how many points it has, for people and for tests. */
+  /** A line hidden or shown from the legend takes its faint raw companion with it. */
+  followToggle(lines, seriesIndex, show) {
+    const line = lines[seriesIndex - 1];
+    const row = this.plot.root.querySelectorAll(".u-legend .u-series")[seriesIndex];
+    if (!line || line.raw) return;
+    if (row) row.setAttribute("aria-pressed", String(show));
+    const companion = lines.findIndex((other) => other.raw && other.index === line.index);
+    if (companion >= 0 && this.plot.series[companion + 1].show !== show) this.plot.setSeries(companion + 1, { show });
+  }
+
+  /** Legend rows name their series and its number of points, and toggle it by keyboard as by a click. */
   markLegend(lines) {
     const rows = this.plot.root.querySelectorAll(".u-legend .u-series");
     lines.forEach((line, i) => {
       const row = rows[i + 1];
       if (!row || line.raw) return;
-      row.dataset.series = line.name;
       row.dataset.points = String(line.points.length);
+      if (row.dataset.series) return; // set up once per drawn chart; live appends only change the count
+      row.dataset.series = line.name;
+      Object.assign(row, { tabIndex: 0, title: "Show or hide this line" });
+      row.setAttribute("role", "button");
+      row.setAttribute("aria-pressed", "true");
+      row.addEventListener("keydown", (event) => toggleOnKey(event, row));
     });
   }
 
@@ -231,6 +250,12 @@ function lineOptions(line) {
     points: { show: (u, i) => u.data[0].length === 1 },
     value: (u, v) => number(v),
   };
+}
+
+function toggleOnKey(event, row) {
+  if (event.key !== "Enter" && event.key !== " ") return;
+  event.preventDefault();
+  row.querySelector(".u-label")?.click();
 }
 
 function csvCell(text) {
