@@ -95,7 +95,11 @@ export function saveBlob(blob, filename) {
 function clickLink(href, filename) {
   const link = document.createElement("a");
   link.href = href;
-  link.download = filename;
+  link.download = filename; // ignored across origins: a presigned URL then opens in a new tab, not over the UI
+  if (new URL(href, location.href).origin !== location.origin && !href.startsWith("blob:")) {
+    link.target = "_blank";
+    link.rel = "noopener";
+  }
   document.body.append(link);
   link.click();
   link.remove();
