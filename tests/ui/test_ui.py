@@ -343,6 +343,7 @@ def _legend_values_along(page: Page, chart_id: str, steps: int) -> list[list[str
         page.mouse.move(box["x"] + min(box["width"] * i / (steps - 1), box["width"] - 1), box["y"] + box["height"] / 2)
         expect(page.locator(f"{chart_id} .u-legend .u-series").first.locator(".u-value")).to_have_text(str(i + 1))
         seen.append(page.locator(f"{chart_id} .u-legend [data-series] .u-value").all_inner_texts())
+    page.mouse.move(0, 0)  # away again: the legends go back to the latest values
     return seen
 
 
