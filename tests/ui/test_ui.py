@@ -297,6 +297,10 @@ def test_cancel_a_second_job(page: Page, server: Server, shoot: Any) -> None:
     cancelled = page.locator("#events li[data-type=status]").first  # a sentence, whether the API wrote it or the UI
     expect(cancelled).to_contain_text(re.compile(r"^(?!.*[{}]).*cancel", re.I))
     expect(cancelled).to_have_attribute("data-level", re.compile(r"^(warning|info)$"))
+    page.get_by_label("Warnings and errors only").check()
+    expect(page.locator("#events li[data-level=info]").first).to_be_hidden()
+    page.get_by_label("Warnings and errors only").uncheck()
+    expect(page.locator("#events li[data-level=info]").first).to_be_visible()
     expect(page.locator("#checkpoints")).to_contain_text("No checkpoint was completed (one every 1000 steps)")
     expect(page.locator("#model")).to_contain_text("ended cancelled without a model")
     shoot(page, "job-cancelled")

@@ -53,7 +53,7 @@ export async function renderJob(main, jobId) {
     h(
       "div",
       { class: "two-col" },
-      section("Events", "events-title", eventsList),
+      section("Events", "events-title", problemsOnlyToggle(eventsList), eventsList),
       section("Model and checkpoints", "checkpoints-title", modelBox, h("h3", {}, "Checkpoints"), checkpointsBox),
     ),
     section("Recovery report", "report-title", reportBox),
@@ -295,6 +295,13 @@ export async function renderJob(main, jobId) {
 function chartedMetrics(spec) {
   const sources = spec.mixture.flatMap((source) => [`loss_ce/${source.name}`, `loss_kd/${source.name}`]);
   return ["loss", "loss_ce", "loss_kd", "tokens_per_s", "lr", "lr/decoder", "lr/projector", "lr/vision", ...sources];
+}
+
+/** Like a log viewer's level filter: hide the info events to see what went wrong. */
+function problemsOnlyToggle(list) {
+  const box = h("input", { type: "checkbox", id: "events-problems-only" });
+  box.addEventListener("change", () => list.classList.toggle("problems-only", box.checked));
+  return h("label", { class: "check-inline small events-filter" }, box, " Warnings and errors only");
 }
 
 function queueText(info) {
