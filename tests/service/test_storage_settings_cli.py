@@ -224,3 +224,21 @@ def test_serve_without_the_service_extra_names_it(tmp_path):
     assert result.returncode == 1
     assert 'pip install "lingudistill[service]"' in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "roots"),
+    [("/data/models", ["/data/models"]), ('["/data/models", "/data/eval"]', ["/data/models", "/data/eval"]), ("", [])],
+)
+def test_allowed_local_roots_take_one_path_or_a_json_list(monkeypatch, value, roots):
+    monkeypatch.setenv("LINGUDISTILL_ALLOWED_LOCAL_ROOTS", value)
+    assert Settings().allowed_local_roots == [Path(root) for root in roots]
+
+
+def test_serve_names_a_bad_setting_in_one_message(tmp_path):
+    env = {**_serve_env(tmp_path), "LINGUDISTILL_ALLOWED_LOCAL_ROOTS": '["/data", '}
+    command = [sys.executable, "-m", "lingudistill.cli", "serve", "--port", str(free_port())]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: invalid settings:\n  LINGUDISTILL_ALLOWED_LOCAL_ROOTS: ")
+    assert "a single path needs no brackets" in result.stderr and "Traceback" not in result.stderr
