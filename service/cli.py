@@ -71,7 +71,10 @@ def load_settings() -> Any:
     try:
         return get_settings()
     except ValidationError as exc:
-        lines = [f"  LINGUDISTILL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+        lines = [
+            f"  LINGUDISTILL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        ]
         raise ServeError("invalid settings:\n" + "\n".join(lines)) from None
 
 
