@@ -130,7 +130,7 @@ NO_KEY_HELP = (
 
 def make_client(server: str, api_key: str | None) -> LinguDistillClient:
     if not api_key:
-        raise click.UsageError(NO_KEY_HELP)
+        raise LinguDistillError(NO_KEY_HELP)
     return LinguDistillClient(server, api_key)
 
 
