@@ -20,6 +20,9 @@ from service.client import LinguDistillClient
 from service.client.cli import SmoothedEta, jobs, submit
 from tests.client.live import JobDriver, LiveServer, make_report
 
+# --timeout: a worker thread that failed must end the test with exit 3, not leave `submit --wait` waiting forever
+WAIT = ["--wait", "--poll-interval", "0.1", "--timeout", "180"]
+
 
 def invoke(command: click.Command, *args: str, server: LiveServer, key: str) -> Result:
     return CliRunner().invoke(command, [*args, "--server", server.url, "--api-key", key], catch_exceptions=False)
@@ -32,7 +35,7 @@ def worker(driver: JobDriver, name: str, outcome: Callable[[str, int, Any], None
 
     def run() -> None:
         try:
-            job_id = seen["job_id"] = driver.find(name)
+            job_id = seen["job_id"] = driver.find(name, timeout=120)  # a loaded machine uploads slowly
             attempt, spec = driver.start(job_id)
             for step in range(1, 5):
                 driver.step(job_id, attempt, step, 4, loss=2.0 / step)
@@ -65,7 +68,7 @@ def test_passing_gates_exit_0_with_report_junit_and_uploaded_datasets(
         driver.succeed(job_id, attempt, make_report(spec, after_language=0.7))  # recovery 0.75 >= 0.25
 
     with worker(driver, name, succeed) as seen:
-        args = ["--wait", "--poll-interval", "0.1", "--report", str(report_md), "--junit", str(junit)]
+        args = [*WAIT, "--report", str(report_md), "--junit", str(junit)]
         result = invoke(submit, str(spec_file(name)), *args, server=server, key=api_key)
 
     assert result.exit_code == 0, result.stderr
@@ -90,7 +93,7 @@ def test_failed_gate_exit_1(
         driver.succeed(job_id, attempt, make_report(spec, after_language=0.45))  # recovery 0.125 < 0.25
 
     with worker(driver, name, succeed_badly):
-        args = ["--wait", "--poll-interval", "0.1", "--junit", str(junit)]
+        args = [*WAIT, "--junit", str(junit)]
         result = invoke(submit, str(spec_file(name)), *args, server=server, key=api_key)
 
     assert result.exit_code == 1, result.stderr
@@ -105,7 +108,7 @@ def test_failed_job_exit_2(server: LiveServer, api_key: str, driver: JobDriver, 
     report_md, junit = tmp_path / "report.md", tmp_path / "report.xml"
 
     with worker(driver, name, lambda job_id, attempt, spec: driver.fail(job_id, attempt)):
-        args = ["--wait", "--poll-interval", "0.1", "--report", str(report_md), "--junit", str(junit)]
+        args = [*WAIT, "--report", str(report_md), "--junit", str(junit)]
         result = invoke(submit, str(spec_file(name)), *args, server=server, key=api_key)
 
     assert result.exit_code == 2, result.stderr
