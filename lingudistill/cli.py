@@ -165,12 +165,13 @@ def toy_build(folder: str, seed: int) -> None:
 
 def _toy_next_steps(spec_path: Path) -> list[str]:
     output = spec_path.parent / "run"
-    return [
-        "next steps:",
-        f"  lingudistill validate {spec_path}              # models, data and spec, without training",
-        f"  lingudistill train {spec_path} --output {output}   # the job on this machine, then {output}/report.md",
-        "  make demo                                       # the same job through the service, with its web UI",
+    steps = [
+        (f"lingudistill validate {spec_path}", "models, data and spec, without training"),
+        (f"lingudistill train {spec_path} --output {output}", f"the job here; then {output}/report.md"),
+        ("make demo", "the same job through the service and its web UI"),
     ]
+    width = max(len(command) for command, _ in steps)
+    return ["next steps:", *(f"  {command:<{width}}  # {why}" for command, why in steps)]
 
 
 def _unavailable(name: str, exc: ImportError) -> click.Command:
