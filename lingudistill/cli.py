@@ -182,7 +182,8 @@ def _unavailable(name: str, exc: ImportError) -> click.Command:
     @click.command(name, help=f"(unavailable: {reason})", context_settings=context)
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def command(args: tuple[str, ...]) -> None:
-        _fail(f"`lingudistill {name}` is unavailable: {reason}")
+        click.secho(f"error: `lingudistill {name}` is unavailable: {reason}", fg="red", err=True)
+        sys.exit(3 if name in ("submit", "jobs") else 1)  # submit and jobs: 3 is "no verdict" to a CI gate
 
     return command
 
