@@ -369,6 +369,8 @@ def _local_model_problem(spec: JobSpec, role: str) -> str | None:
         return f"{role}: model not found: {path}"
     if not (path / "config.json").is_file():
         return f"{role}: {path} is not a Hugging Face model folder (no config.json)"
+    if not any(path.glob("*.safetensors")):
+        return f"{role}: {path} has no .safetensors weights (pickled weights are never loaded)"
     return None
 
 

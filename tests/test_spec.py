@@ -146,15 +146,23 @@ def test_syntax_errors_give_the_position(tmp_path):
 
 def test_missing_local_inputs_are_named_by_their_field(tmp_path):
     (tmp_path / "student").mkdir()
-    (tmp_path / "spec.yaml").write_text(
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "config.json").write_text("{}")
+    (tmp_path / "teacher" / "pytorch_model.bin").write_bytes(b"pickle")
+    spec_text = (
         "name: r\nstudent: ./student\nteacher: ./teacher\nmixture:\n  - {name: text, uri: t.jsonl, distill: true}\n"
     )
+    (tmp_path / "spec.yaml").write_text(spec_text)
     problems = local_input_problems(load_spec(tmp_path / "spec.yaml"))
     assert problems == [
         f"student: {tmp_path / 'student'} is not a Hugging Face model folder (no config.json)",
-        f"teacher: model not found: {tmp_path / 'teacher'}",
+        f"teacher: {tmp_path / 'teacher'} has no .safetensors weights (pickled weights are never loaded)",
         f"mixture text: file not found: {tmp_path / 't.jsonl'}",
     ]
+    (tmp_path / "spec.yaml").write_text(spec_text.replace("./teacher", "./no-teacher"))
+    assert f"teacher: model not found: {tmp_path / 'no-teacher'}" in local_input_problems(
+        load_spec(tmp_path / "spec.yaml")
+    )
 
 
 @pytest.mark.parametrize("case", ["unreadable", "typo"])

@@ -286,6 +286,7 @@ def test_a_local_model_outside_the_allowed_roots_names_the_setting(
     path = spec_file(f"roots-{secrets.token_hex(3)}", student="./student")
     (path.parent / "student").mkdir()
     (path.parent / "student" / "config.json").write_text("{}")
+    (path.parent / "student" / "model.safetensors").write_bytes(b"weights")
     result = invoke(submit, str(path), server=server, key=api_key)
     assert result.exit_code == 3
     assert "body.student:" in result.stderr
