@@ -205,23 +205,29 @@ def _ready(port: int) -> bool:
         return False
 
 
-BLOCK_UVICORN = """
+WITHOUT_THE_EXTRA = """
 import importlib.abc, sys
 class Missing(importlib.abc.MetaPathFinder):  # as on a machine without the service extra
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("uvicorn", "fastapi"):
+        if name.split(".")[0] in ("uvicorn", "fastapi", "httpx"):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, Missing())
 from lingudistill.cli import main
-main(["serve"])
+main(sys.argv[1:])
 """
 
 
-def test_serve_without_the_service_extra_names_it(tmp_path):
+@pytest.mark.parametrize(("command", "exit_code"), [(["serve"], 1), (["submit", "spec.yaml"], 3)])
+def test_a_command_without_the_service_extra_names_it(tmp_path, command, exit_code):
     result = subprocess.run(
-        [sys.executable, "-c", BLOCK_UVICORN], env=_serve_env(tmp_path), capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", WITHOUT_THE_EXTRA, *command],
+        env=_serve_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == exit_code  # submit: 3, "no verdict", never 2 ("the job failed") to a CI gate
+    assert result.stderr.startswith("error: ")
     assert 'pip install "lingudistill[service]"' in result.stderr
     assert "Traceback" not in result.stderr
 
