@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -97,6 +98,15 @@ def _lingudistill() -> list[str]:
     return [sys.executable, "-m", "lingudistill.cli"]
 
 
+def _cli_name() -> str:
+    """How the user's shell reaches this environment's `lingudistill` (make demo's .venv is usually not on PATH)."""
+    script = Path(sys.executable).parent / "lingudistill"
+    on_path = shutil.which("lingudistill")
+    if not script.exists() or (on_path and Path(on_path).resolve() == script.resolve()):
+        return "lingudistill"
+    return os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script)
+
+
 def _command(args: list[str], env: dict[str, str]) -> str:
     result = subprocess.run([*_lingudistill(), *args], env=env, check=True, stdout=subprocess.PIPE, text=True)
     return result.stdout
@@ -132,17 +142,17 @@ def _print_results(demo: Demo, elapsed_s: float) -> None:
     print(f"artifacts: {demo.root}   (report.md and its plots, model/, service.log)")
     print("try next, in another terminal:")
     print(f"  export LINGUDISTILL_URL={demo.url} LINGUDISTILL_API_KEY={demo.key}")
-    job = demo.job_id or "JOB"
-    print(f"  lingudistill jobs get {job}          # status, progress, the resolved spec")
-    print(f"  lingudistill jobs events {job}       # what happened, step by step")
-    print(f"  lingudistill jobs download {job} {demo.root / 'model-again'}   # the repaired model, sha256-checked")
-    print(f"  lingudistill submit {demo.root / 'toy' / 'spec.yaml'} --wait   # another job (edit training.max_steps)")
+    cli, job = _cli_name(), demo.job_id or "JOB"
+    print(f"  {cli} jobs get {job}          # status, progress, the resolved spec")
+    print(f"  {cli} jobs events {job}       # what happened, step by step")
+    print(f"  {cli} jobs download {job} {demo.root / 'model-again'}   # the repaired model, sha256-checked")
+    print(f"  {cli} submit {demo.root / 'toy' / 'spec.yaml'} --wait   # another job (edit training.max_steps)")
 
 
 def _restart_command(env: dict[str, str], port: int) -> str:
     settings = {name: env[name] for name in ("LINGUDISTILL_DATA_DIR", "LINGUDISTILL_ALLOWED_LOCAL_ROOTS")}
     assignments = " ".join(f"{name}={shlex.quote(value)}" for name, value in settings.items())
-    return f"{assignments} lingudistill serve --port {port}"
+    return f"{assignments} {_cli_name()} serve --port {port}"
 
 
 def _serve_until_interrupted(server: subprocess.Popen[bytes]) -> None:
