@@ -7,9 +7,10 @@
         job = api.wait(job.id, on_progress=print)
         report = api.get_report(job.id)
 
-Retry policy: 429 (after its Retry-After), 503 and connection errors are retried with exponential backoff and
-jitter; no other status is. A request that may have reached the server (a read error after sending) is retried
-only when repeating it is harmless: GET/DELETE, or a POST carrying an Idempotency-Key.
+Retry policy: 429 (after its Retry-After), 503, a 409 saying that an earlier request with the same Idempotency-Key
+is still in flight, and connection errors are retried with exponential backoff and jitter; no other status is.
+A request that may have reached the server (a read error after sending) is retried only when repeating it is
+harmless: GET/DELETE, or a POST carrying an Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ class LinguDistillClient:
                     raise ApiConnectionError(f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc}") from exc
                 self._sleep(self.retry.delay(attempt))
                 continue
-            if response.status_code in RETRY_STATUSES and not last:
+            if (response.status_code in RETRY_STATUSES or _first_still_in_flight(response)) and not last:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 response.close()
                 self._sleep(self.retry.delay(attempt, retry_after))
@@ -483,6 +484,17 @@ class _Busy(Exception):
     def __init__(self, retry_after: float | None) -> None:
         super().__init__(f"server busy (retry after {retry_after})")
         self.retry_after = retry_after
+
+
+def _first_still_in_flight(response: httpx.Response) -> bool:
+    """409 `idempotency_in_flight`: an earlier request with this key (a dropped connection's, or a crashed CI
+    step's) is still being processed; once it ends, the same request returns its job."""
+    if response.status_code != 409:
+        return False
+    try:
+        return response.json().get("code") == "idempotency_in_flight"
+    except ValueError:
+        return False
 
 
 def _clean(params: dict[str, Any]) -> dict[str, Any]:
