@@ -117,7 +117,8 @@ class UriPolicy:
         roots = [Path(r).resolve() for r in self.settings.allowed_local_roots]
         if any(resolved.is_relative_to(root) for root in roots):
             return None
-        return "local paths are allowed only under: " + (", ".join(map(str, roots)) or "(none configured)")
+        allowed = ", ".join(map(str, roots)) or "nowhere: none is configured"
+        return f"local paths are allowed only under the server's LINGUDISTILL_ALLOWED_LOCAL_ROOTS ({allowed})"
 
     def _network(self, uri: str) -> str | None:
         host = urlparse(uri).hostname
