@@ -8,30 +8,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.problems import FieldError, Problem
 
 log = logging.getLogger(__name__)
 PROBLEM_TYPE_BASE = "https://lingudistill.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-
-
-class FieldError(BaseModel):
-    loc: list[str | int] = Field(description="Where the problem is, e.g. ['body', 'mixture', 0, 'uri'].")
-    msg: str
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem document."""
-
-    type: str
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = None
-    code: str = Field(description="Stable machine-readable error code.")
-    errors: list[FieldError] | None = None
 
 
 class AppError(Exception):

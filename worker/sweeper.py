@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from service.db import session_scope
 from service.jobs import repository
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 from worker.runtime import Runtime, get_runtime
 from worker.supervisor import send_wakeups
 

@@ -24,7 +24,7 @@ from service.client.client import LinguDistillClient, file_sha256
 from service.client.models import ApiConnectionError, ApiError, LinguDistillError, Report
 from service.datasets.schemas import DatasetOut
 from service.jobs.schemas import EventOut, JobOut
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 
 EXIT_PASSED, EXIT_GATE_FAILED, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2, 3
 EXIT_CODES_HELP = """\b

@@ -41,7 +41,7 @@ from service.jobs.schemas import (
     MetricsOut,
     ModelOut,
 )
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 from service.webhooks.schemas import DeliveryPage, WebhookCreate, WebhookCreated, WebhookOut, WebhookPage
 
 DEFAULT_URL = "http://127.0.0.1:8000"

@@ -19,22 +19,18 @@ from sqlalchemy.orm import Session
 
 from lingudistill.spec import JobSpec
 from service.auth import Principal, scoped
-from service.models import (
+from service.lifecycle import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
-    Checkpoint,
+    NOT_FINAL_STATUSES,
     FailureReason,
-    Job,
-    JobEvent,
     JobStatus,
-    Metric,
-    Tenant,
     predecessors,
-    utcnow,
 )
+from service.models import Checkpoint, Job, JobEvent, Metric, Tenant, utcnow
 
 S = JobStatus
-_NOT_FINAL = [s.value for s in JobStatus if s not in FINAL_STATUSES]
+_NOT_FINAL = [s.value for s in NOT_FINAL_STATUSES]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from service.idempotency import service as idempotency
 from service.jobs import repository, service
 from service.jobs.events import event_stream, parse_last_event_id
 from service.jobs.schemas import CheckpointList, EventOut, EventPage, JobOut, JobPage, MetricsOut, ModelOut
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 from service.storage import InvalidKey, clean_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from lingudistill.spec import JobSpec
-from service.models import FailureReason, JobStatus
+from service.lifecycle import FailureReason, JobStatus
 
 
 class Progress(BaseModel):

@@ -36,7 +36,8 @@ from service.jobs.schemas import (
     Progress,
     QueueInfo,
 )
-from service.models import ACTIVE_STATUSES, FINAL_STATUSES, Checkpoint, Job, JobStatus, utcnow
+from service.lifecycle import ACTIVE_STATUSES, FINAL_STATUSES, JobStatus
+from service.models import Checkpoint, Job, utcnow
 from service.pagination import decode_cursor, encode_cursor
 from service.settings import Settings
 from service.storage import Storage, clean_key

@@ -15,9 +15,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from service.auth import Principal, scoped
+from service.lifecycle import FINAL_STATUSES
 from service.models import Job, JobEvent, WebhookAttempt, WebhookCursor, WebhookDelivery, WebhookEndpoint
 
-FINAL_STATUS_VALUES = ("succeeded", "failed", "cancelled")
+FINAL_STATUS_VALUES = tuple(sorted(s.value for s in FINAL_STATUSES))  # the job.<status> events
 SETTLED_DELIVERY_STATUSES = ("succeeded", "failed")  # a retry is still "pending"; only these two are final
 
 # --- API ----------------------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from service.app import create_app
 from service.db import session_scope, upgrade_database
 from service.dispatch import RecordingDispatcher
 from service.keys.service import create_key
-from service.models import JobStatus, Metric
+from service.lifecycle import JobStatus
+from service.models import Metric
 from tests.service.conftest import (  # noqa: F401 - fixtures
     backend,
     client,

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import select, update
 
 from service.jobs import repository
-from service.models import Checkpoint, Job, JobStatus, Tenant, utcnow
+from service.lifecycle import JobStatus
+from service.models import Checkpoint, Job, Tenant, utcnow
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres", "sqlite"], indirect=True)
 

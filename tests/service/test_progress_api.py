@@ -12,7 +12,8 @@ import pytest
 
 from service.db import session_scope
 from service.jobs import repository as jobs
-from service.models import Job, JobStatus
+from service.lifecycle import JobStatus
+from service.models import Job
 
 
 @pytest.fixture
