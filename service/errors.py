@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.problems import FieldError, Problem
+from service.schemas import FieldError, Problem
 
 log = logging.getLogger(__name__)
 PROBLEM_TYPE_BASE = "https://lingudistill.dev/problems/"

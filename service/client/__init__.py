@@ -8,7 +8,7 @@ from service.client.models import ApiConnectionError, ApiError, ChecksumMismatch
 from service.datasets.schemas import DatasetOut, DatasetPage
 from service.jobs.schemas import CheckpointList, CheckpointOut, EventOut, EventPage, JobOut, JobPage, MetricsOut
 from service.lifecycle import JobStatus
-from service.problems import FieldError, Problem
+from service.schemas import FieldError, Problem
 from service.webhooks.schemas import DeliveryOut, DeliveryPage, WebhookCreated, WebhookOut, WebhookPage
 
 __all__ = [

@@ -220,7 +220,7 @@ class LinguDistillClient:
         while True:
             page = self.list_jobs(after=after, **filters)
             yield from page.items
-            if not page.next_cursor:
+            if not page.has_more:
                 return
             after = page.next_cursor
 
@@ -424,7 +424,7 @@ class LinguDistillClient:
         while True:
             page = self.list_datasets(limit=200, after=after)
             yield from page.items
-            if not page.next_cursor:
+            if not page.has_more:
                 return
             after = page.next_cursor
 

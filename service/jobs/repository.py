@@ -28,6 +28,7 @@ from service.lifecycle import (
     predecessors,
 )
 from service.models import Checkpoint, Job, JobEvent, Metric, Tenant, utcnow
+from service.pagination import Page, newest_first, page_of
 
 S = JobStatus
 _NOT_FINAL = [s.value for s in NOT_FINAL_STATUSES]
@@ -55,15 +56,9 @@ def add_job(session: Session, job: Job) -> Job:
     return job
 
 
-def list_jobs(
-    session: Session, principal: Principal, filters: JobFilters, limit: int, after: tuple[datetime, str] | None
-) -> list[Job]:
-    """Newest first, keyset-paginated on (created_at, id) so inserts never shift a page."""
+def list_jobs(session: Session, principal: Principal, filters: JobFilters, limit: int, after: str | None) -> Page[Job]:
     stmt = scoped(select(Job), Job, principal).where(*_filter_clauses(filters))
-    if after is not None:
-        created, job_id = after
-        stmt = stmt.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
-    return list(session.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
+    return page_of(session.scalars(newest_first(stmt, Job, limit, after)).all(), limit)
 
 
 def _filter_clauses(filters: JobFilters) -> list[ColumnElement[bool]]:

@@ -154,9 +154,9 @@ def job_events(
         settings = state.settings
         stream = event_stream(state.sessions, job.id, start, settings.sse_poll_interval_s, settings.sse_max_duration_s)
         return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    events = repository.list_events(session, job.id, after, limit)
-    items = [EventOut.model_validate(e, from_attributes=True) for e in events]
-    return EventPage(items=items, next_cursor=items[-1].id if items else after)
+    events = repository.list_events(session, job.id, after, limit + 1)  # one more: are there more after this page?
+    items = [EventOut.model_validate(e, from_attributes=True) for e in events[:limit]]
+    return EventPage(items=items, next_cursor=items[-1].id if items else after, has_more=len(events) > limit)
 
 
 @router.get(

@@ -38,7 +38,6 @@ from service.jobs.schemas import (
 )
 from service.lifecycle import ACTIVE_STATUSES, FINAL_STATUSES, JobStatus
 from service.models import Checkpoint, Job, utcnow
-from service.pagination import decode_cursor, encode_cursor
 from service.settings import Settings
 from service.storage import Storage, clean_key
 from service.uri_policy import UriPolicy
@@ -217,10 +216,8 @@ def detailed_view(session: Session, job: Job, settings: Settings) -> JobOut:
 def list_jobs(
     session: Session, principal: Principal, filters: repository.JobFilters, limit: int, after: str | None
 ) -> tuple[list[JobOut], str | None]:
-    jobs = repository.list_jobs(session, principal, filters, limit + 1, decode_cursor(after) if after else None)
-    page = jobs[:limit]
-    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(jobs) > limit else None
-    return [job_view(j) for j in page], next_cursor
+    page = repository.list_jobs(session, principal, filters, limit, after)
+    return [job_view(j) for j in page.items], page.next_cursor
 
 
 # --- metrics ------------------------------------------------------------------------------------------------
