@@ -76,6 +76,16 @@ def _filter_clauses(filters: JobFilters) -> list[ColumnElement[bool]]:
     return clauses
 
 
+def lock_tenant(session: Session, tenant_id: str) -> None:
+    """Hold the tenant's row until commit, so dispatch decisions of one tenant (count, then insert) run one at a time
+    and its job limit holds under concurrent creates. Postgres: a row lock. SQLite: a no-op write, which takes the
+    database's write lock at once (a plain SELECT would let two requests count before either inserts)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    else:
+        session.execute(update(Tenant).where(Tenant.id == tenant_id).values(max_active_jobs=Tenant.max_active_jobs))
+
+
 def count_active_dispatched(session: Session, tenant_id: str, cap: int | None = None) -> int:
     """Jobs counted against the tenant limit: dispatched and not final (counting stops at `cap`)."""
     rows = select(Job.id).where(Job.tenant_id == tenant_id, Job.status.in_(_NOT_FINAL), Job.dispatched_at.is_not(None))
@@ -501,6 +511,7 @@ def dispatchable_held_jobs(session: Session, default_limit: int, per_tenant: int
     then send them."""
     released: list[QueuedJob] = []
     for tenant_id, limit in tenant_job_limits(session, default_limit).items():
+        lock_tenant(session, tenant_id)  # a concurrent create must not dispatch into the same free slot
         free = min(limit - count_active_dispatched(session, tenant_id, cap=limit), per_tenant)
         if free <= 0:
             continue

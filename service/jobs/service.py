@@ -64,6 +64,7 @@ def tenant_limit(session: Session, tenant_id: str, settings: Settings) -> int:
 
 
 def _may_dispatch(session: Session, principal: Principal, tenant_id: str, settings: Settings) -> bool:
+    repository.lock_tenant(session, tenant_id)  # until commit: concurrent creates count one after another
     if principal.tenant_id == tenant_id and not principal.is_admin:
         limit = principal.max_active_jobs or settings.max_active_jobs_per_tenant
     else:

@@ -14,6 +14,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -234,3 +235,25 @@ def assert_invariants(stack: Stack, job_id: str, api: TestClient, tmp: Path, max
     listed = api.get(f"/v1/jobs/{job_id}/checkpoints")
     assert listed.status_code == 200, listed.text
     assert api.get("/readyz").status_code == 200
+
+
+# --- a real uvicorn server in a thread (requests run concurrently on its thread pool) ------------------------
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free loopback port; yields its base URL."""
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
