@@ -224,6 +224,7 @@ class QueuedJob:
     job_id: str
     queue: str
     priority: int
+    dispatched_at: datetime | None = None  # when its wake-up was last sent (find_unsent_queued fills it)
 
 
 def claim_job(session: Session, job_id: str, worker_id: str, lease_s: float) -> ClaimedJob | None:
@@ -476,16 +477,23 @@ def get_wakeup(session: Session, job_id: str) -> QueuedJob | None:
 def find_unsent_queued(
     session: Session, older_than_s: float, now: datetime | None = None, limit: int = 100
 ) -> list[QueuedJob]:
-    """Dispatched queued jobs whose wake-up may have been lost (a crash between commit and send): re-send them
-    and call mark_dispatched so they are not re-sent again before `older_than_s`."""
+    """Dispatched queued jobs unclaimed `older_than_s` after their wake-up was sent: it may have been lost. Re-send
+    those the broker no longer holds, each after `claim_resend`."""
     cutoff = (now or utcnow()) - timedelta(seconds=older_than_s)
     stmt = (
-        select(Job.id, Job.queue, Job.priority)
+        select(Job.id, Job.queue, Job.priority, Job.dispatched_at)
         .where(Job.status == S.queued, Job.held_reason.is_(None), Job.dispatched_at < cutoff)
         .order_by(Job.dispatched_at)
         .limit(limit)
     )
-    return [QueuedJob(r.id, r.queue, r.priority) for r in session.execute(stmt)]
+    return [QueuedJob(r.id, r.queue, r.priority, r.dispatched_at) for r in session.execute(stmt)]
+
+
+def claim_resend(session: Session, job: QueuedJob, now: datetime | None = None) -> bool:
+    """Take the right to re-send `job`'s wake-up: True for exactly one of several concurrent sweepers, and only
+    while the job is still queued and unsent since `find_unsent_queued` saw it (no worker claimed it meanwhile)."""
+    where = [Job.id == job.job_id, Job.status == S.queued, Job.held_reason.is_(None)]
+    return _update(session, [*where, Job.dispatched_at == job.dispatched_at], {"dispatched_at": now or utcnow()})
 
 
 def mark_dispatched(session: Session, job_ids: Sequence[str], now: datetime | None = None) -> None:
