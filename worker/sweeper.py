@@ -5,6 +5,7 @@
     lost wake-ups      a queued job unclaimed for unsent_after_s whose message the broker no longer holds (the API
                        crashed between its commit and its send, or Redis lost its queue): send it again, once
     held jobs          a tenant under its active-job limit again: dispatch its most urgent held jobs
+    expired keys       hourly, Idempotency-Key rows older than their retention are deleted
 Every worker sweeps; the row-level conditions make concurrent sweeps safe (one of them re-sends a lost wake-up), and
 a duplicate wake-up is harmless.
 """
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from service.db import session_scope
 from service.dispatch import Wakeup
+from service.idempotency.service import prune_expired
 from service.jobs import repository
 from service.lifecycle import JobStatus
 from service.models import utcnow
@@ -27,6 +30,7 @@ from worker.supervisor import send_wakeups
 log = logging.getLogger(__name__)
 # A broker that cannot be inspected may still hold the message: re-send blindly only this rarely.
 BLIND_RESEND_AFTER_S = 300.0
+PRUNE_EVERY_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -90,16 +94,29 @@ class Sweeper:
         self.rt = rt
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
+        self.last_prune: float | None = None
 
     def _loop(self) -> None:
         while not self.stopped.wait(self.rt.worker.sweep_interval_s):
             try:
                 result = sweep_once(self.rt)
+                self.prune_if_due()
             except Exception:  # the database may be briefly away; the next sweep tries again
                 log.exception("sweep failed")
                 continue
             if result.requeued or result.unsent or result.released:
                 log.info("sweeper: %s", result)
+
+    def prune_if_due(self) -> int:
+        """Delete expired Idempotency-Key rows at the first sweep, then at most once per PRUNE_EVERY_S."""
+        now = time.monotonic()
+        if self.last_prune is not None and now - self.last_prune < PRUNE_EVERY_S:
+            return 0
+        self.last_prune = now  # set first: a failing prune is retried in an hour, not on every sweep
+        pruned = prune_expired(self.rt.sessions, self.rt.settings.idempotency_retention_h)
+        if pruned:
+            log.info("pruned %d Idempotency-Key rows older than %d h", pruned, self.rt.settings.idempotency_retention_h)
+        return pruned
 
 
 _sweeper: Sweeper | None = None

@@ -31,8 +31,8 @@ JobId = Annotated[str, "job id"]
     summary="Submit a job",
     response_description="The queued job (GET it for its queue position).",
     description="Validates the spec and the URIs it names, stores the resolved spec and queues the job. With an "
-    "`Idempotency-Key`, the same key and body replay the first response; a different body is 422; a duplicate "
-    "sent while the first is in flight is 409.",
+    "`Idempotency-Key` (remembered 24 h by default), the same key and body answer the same job as it is now, with "
+    "`Idempotent-Replayed: true`; a different body is 422; a duplicate sent while the first is in flight waits for it.",
 )
 def create_job(
     spec: JobSpec,
@@ -45,18 +45,14 @@ def create_job(
     if idempotency_key is None:
         return service.job_view(service.create_job(session, principal, spec, state.settings, buffer))
     key_hash = idempotency.request_hash(spec.model_dump(mode="json"))
-    replay = idempotency.begin(
-        state.sessions, principal.tenant_id, idempotency_key, key_hash, state.settings.idempotency_in_flight_s
-    )
-    if replay is not None:
-        return JSONResponse(replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"})
-    try:
-        job = service.create_job(session, principal, spec, state.settings, buffer)
-        body = service.job_view(job).model_dump(mode="json")
-        idempotency.complete(session, principal.tenant_id, idempotency_key, 201, body)
-    except BaseException:
-        idempotency.release(state.sessions, principal.tenant_id, idempotency_key)
-        raise
+    retention_h = state.settings.idempotency_retention_h
+    replay = idempotency.reserve(session, principal.tenant_id, idempotency_key, key_hash, retention_h)
+    if replay is not None:  # the job as it is now (cancelled, running...), not as it was created
+        current = service.job_view(service.load_job(session, principal, replay.body["id"])).model_dump(mode="json")
+        return JSONResponse(current, status_code=replay.status, headers={"Idempotent-Replayed": "true"})
+    job = service.create_job(session, principal, spec, state.settings, buffer)
+    body = service.job_view(job).model_dump(mode="json")
+    idempotency.complete(session, principal.tenant_id, idempotency_key, 201, body)
     return JSONResponse(body, status_code=201)
 
 
