@@ -84,6 +84,9 @@ class IdempotencyKeyReused(AppError):
 class IdempotencyInFlight(AppError):
     status, code, title = 409, "idempotency_in_flight", "A request with this Idempotency-Key is in progress"
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}  # a duplicate normally waits for the first request; this is a rare race
+
 
 class InvalidTransition(AppError):
     status, code, title = 409, "invalid_transition", "The job cannot make this transition"

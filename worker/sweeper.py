@@ -64,7 +64,11 @@ def resend_lost(rt: Runtime) -> int:
         unclaimed = repository.find_unsent_queued(session, rt.worker.unsent_after_s)
     if not unclaimed:
         return 0
-    lost = _lost(rt, unclaimed)
+    try:
+        lost = _lost(rt, unclaimed)
+    except Exception:  # the broker is away (a Redis outage): the next sweep asks again; the rest of the sweep goes on
+        log.warning("could not read the broker to find lost wake-ups; the next sweep retries", exc_info=True)
+        return 0
     # after the broker was read: a job a worker took meanwhile is no longer queued, and claim_resend skips it
     with session_scope(rt.sessions) as session:
         resend = [job for job in lost if repository.claim_resend(session, job)]

@@ -32,7 +32,7 @@ from tests.reliability.conftest import PrivateRedis
 from tests.worker.conftest import WorkerProcess, stack_env, wait_until
 from worker.runtime import Runtime
 from worker.settings import WorkerSettings
-from worker.sweeper import resend_lost
+from worker.sweeper import resend_lost, sweep_once
 
 UNSENT_AFTER_S = 0.5  # short for the test; the default is 15 s (docs/reliability.md has the measured figures)
 
@@ -157,3 +157,22 @@ def _attempt(sessions: sessionmaker[Session], job_id: str) -> int:
     with sessions() as session:
         job = session.get(Job, job_id)
         return job.attempt if job else 0
+
+
+def test_a_sweep_during_the_redis_outage_goes_on_and_the_wakeup_is_resent_after_it(
+    private_redis: PrivateRedis, pg_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(database_url=pg_url, broker_url=private_redis.url, data_dir=tmp_path)
+    sessions = make_sessionmaker(make_engine(pg_url))
+    worker = WorkerSettings(unsent_after_s=UNSENT_AFTER_S)
+    runtime = Runtime(settings, worker, sessions, LocalStorage(tmp_path / "storage"), CeleryDispatcher(settings))
+    with session_scope(sessions) as session:
+        key = create_key(session, f"lost-{secrets.token_hex(3)}")
+    setup = Setup(settings, sessions, runtime, Principal(key.tenant_id, key.key_id))
+    job_id = setup.commit_then_crash(spec())
+    private_redis.stop()
+    time.sleep(UNSENT_AFTER_S * 1.5)
+    assert sweep_once(runtime).unsent == 0  # the broker cannot be read: no error, nothing sent, the sweep goes on
+    private_redis.start()
+    setup.sweep_after_unsent_window()
+    assert setup.messages_for(job_id) == 1
