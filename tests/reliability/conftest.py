@@ -28,6 +28,7 @@ from service.keys.service import create_key
 from service.lifecycle import JobStatus
 from service.models import Metric
 from tests.service.conftest import (  # noqa: F401 - fixtures
+    PG_ADMIN_URL,
     backend,
     client,
     dispatcher,
@@ -305,3 +306,16 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """A migrated database of its own on the shared server, for tests whose sweeps must see only their own jobs."""
+    name = f"ld_rel_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+    upgrade_database(url)
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -69,7 +69,9 @@ class Setup:
 def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
     if request.param == "postgres+redis":
         server = request.getfixturevalue("private_redis")
-        settings = Settings(database_url=request.getfixturevalue("pg_url"), broker_url=server.url, data_dir=tmp_path)
+        settings = Settings(
+            database_url=request.getfixturevalue("fresh_pg_url"), broker_url=server.url, data_dir=tmp_path
+        )
     else:
         settings = Settings(data_dir=tmp_path)
         upgrade_database(settings.database_url_resolved)
@@ -124,8 +126,9 @@ def test_concurrent_sweepers_resend_a_lost_wakeup_once(setup: Setup) -> None:
 
 
 def test_a_wakeup_lost_to_a_redis_restart_is_resent_once_and_a_real_worker_takes_it(
-    private_redis: PrivateRedis, pg_url: str, tmp_path: Path
+    private_redis: PrivateRedis, fresh_pg_url: str, tmp_path: Path
 ) -> None:
+    pg_url = fresh_pg_url
     settings = Settings(database_url=pg_url, broker_url=private_redis.url, data_dir=tmp_path)
     sessions = make_sessionmaker(make_engine(pg_url))
     worker = WorkerSettings(unsent_after_s=UNSENT_AFTER_S)
@@ -160,8 +163,9 @@ def _attempt(sessions: sessionmaker[Session], job_id: str) -> int:
 
 
 def test_a_sweep_during_the_redis_outage_goes_on_and_the_wakeup_is_resent_after_it(
-    private_redis: PrivateRedis, pg_url: str, tmp_path: Path
+    private_redis: PrivateRedis, fresh_pg_url: str, tmp_path: Path
 ) -> None:
+    pg_url = fresh_pg_url
     settings = Settings(database_url=pg_url, broker_url=private_redis.url, data_dir=tmp_path)
     sessions = make_sessionmaker(make_engine(pg_url))
     worker = WorkerSettings(unsent_after_s=UNSENT_AFTER_S)
