@@ -9,8 +9,9 @@ from __future__ import annotations
 import difflib
 import json
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,6 +26,19 @@ Uri = Annotated[str, Field(min_length=1, max_length=2048)]
 NO_NUL = r"^[^\x00]*$"  # labels are stored as JSON text, which cannot hold a NUL character (Postgres jsonb)
 LabelKey = Annotated[str, Field(max_length=64, pattern=NO_NUL)]
 LabelValue = Annotated[str, Field(max_length=256, pattern=NO_NUL)]
+
+
+UriRole = Literal["model", "training", "evaluation", "harness"]
+SpecPath = tuple[str | int, ...]
+
+
+class UriField(NamedTuple):
+    """One URI the spec names: where (`path` into the spec, e.g. ("mixture", 0, "uri")), what it holds and its label."""
+
+    path: SpecPath
+    uri: str
+    role: UriRole  # model: student/teacher; training: a mixture source; evaluation: a suite; harness: task YAMLs
+    label: str  # for messages: "teacher", "mixture text", "language suite knowledge"
 
 
 class StrictModel(BaseModel):
@@ -206,6 +220,33 @@ class JobSpec(StrictModel):
             raise ValueError("the spec is not resolved: call resolved() first")
         return self.training.seed
 
+    def uri_fields(self) -> list[UriField]:
+        """Every URI in the spec, the one list: the service's URI policy checks them, the client uploads the local
+        data files among them, and relative paths are made absolute through it."""
+        fields = [UriField(("student",), self.student, "model", "student")]
+        fields.append(UriField(("teacher",), self.teacher, "model", "teacher"))
+        for i, source in enumerate(self.mixture):
+            fields.append(UriField(("mixture", i, "uri"), source.uri, "training", f"mixture {source.name}"))
+        for group in ("language", "vision"):
+            for i, suite in enumerate(getattr(self.evaluation, group)):
+                label = f"{group} suite {suite.name}"
+                fields.append(UriField(("evaluation", group, i, "uri"), suite.uri, "evaluation", label))
+        harness = self.evaluation.harness
+        if harness is not None and harness.include_path is not None:
+            path: SpecPath = ("evaluation", "harness", "include_path")
+            fields.append(UriField(path, harness.include_path, "harness", "harness include_path"))
+        return fields
+
+    def with_uris(self, uris: Mapping[SpecPath, str]) -> JobSpec:
+        """A copy with the URIs at these `uri_fields()` paths replaced."""
+        data = self.model_dump()
+        for path, uri in uris.items():
+            parent = data
+            for part in path[:-1]:
+                parent = parent[part]
+            parent[path[-1]] = uri
+        return JobSpec.model_validate(data)
+
     def distills(self, source: MixtureSource) -> bool:
         """Whether the KD term applies to examples from `source`."""
         if self.method.kd_sources == "none" or self.method.kd_weight == 0:
@@ -222,7 +263,8 @@ def load_spec(path: str | Path) -> JobSpec:
     path = Path(path)
     data = parse_spec_text(read_spec_text(path), str(path))
     spec = JobSpec.model_validate(data)
-    return spec.model_copy(update=_absolute_local_uris(spec, path.parent.resolve()))
+    base = path.parent.resolve()
+    return spec.with_uris({f.path: str(local_path(f.uri, base)) for f in spec.uri_fields() if is_local_uri(f.uri)})
 
 
 def read_spec(path: str | Path) -> JobSpec:
@@ -385,21 +427,3 @@ def local_path(uri: str, base: Path | None = None) -> Path:
     if not path.is_absolute() and base is not None:
         path = base / path
     return path
-
-
-def _absolute_local_uris(spec: JobSpec, base: Path) -> dict[str, Any]:
-    def fix(uri: str) -> str:
-        return str(local_path(uri, base)) if is_local_uri(uri) else uri
-
-    mixture = [s.model_copy(update={"uri": fix(s.uri)}) for s in spec.mixture]
-    harness = spec.evaluation.harness
-    if harness is not None and harness.include_path is not None:
-        harness = harness.model_copy(update={"include_path": fix(harness.include_path)})
-    evaluation = spec.evaluation.model_copy(
-        update={
-            "language": [s.model_copy(update={"uri": fix(s.uri)}) for s in spec.evaluation.language],
-            "vision": [s.model_copy(update={"uri": fix(s.uri)}) for s in spec.evaluation.vision],
-            "harness": harness,
-        }
-    )
-    return {"student": fix(spec.student), "teacher": fix(spec.teacher), "mixture": mixture, "evaluation": evaluation}

@@ -43,7 +43,9 @@ class Settings(BaseSettings):
         None, description="Redis holding the buckets shared by all API processes; default: the broker if Redis."
     )
     max_active_jobs_per_tenant: int = Field(8, ge=1, description="Queued+running jobs before new ones are held.")
-    idempotency_in_flight_s: int = Field(300, ge=1, description="An in-flight key older than this is abandoned.")
+    idempotency_retention_h: int = Field(
+        24, ge=1, le=24 * 90, description="Hours an Idempotency-Key is remembered; then the same key creates anew."
+    )
 
     # URI policy
     allowed_schemes: list[str] = Field(default_factory=lambda: ["dataset", "s3", "hf", "file"])

@@ -32,18 +32,10 @@ def resolve_host(host: str) -> list[str]:
 
 
 def spec_uris(spec: JobSpec) -> Iterator[tuple[list[str | int], str]]:
-    """(location in the body, uri) for every URI in the spec."""
-    yield ["body", "student"], spec.student
-    yield ["body", "teacher"], spec.teacher
-    for i, source in enumerate(spec.mixture):
-        yield ["body", "mixture", i, "uri"], source.uri
-    for group in ("language", "vision"):
-        for i, suite in enumerate(getattr(spec.evaluation, group)):
-            yield ["body", "evaluation", group, i, "uri"], suite.uri
-    # Harness task YAMLs may import Python (`!function`): only folders under an operator's allowed local roots.
-    harness = spec.evaluation.harness
-    if harness is not None and harness.include_path is not None:
-        yield ["body", "evaluation", "harness", "include_path"], harness.include_path
+    """(location in the body, uri) for every URI in the spec. Harness task YAMLs may import Python (`!function`), so
+    their include_path obeys the same local-root rule as every other local path."""
+    for field in spec.uri_fields():
+        yield ["body", *field.path], field.uri
 
 
 def is_internal_address(address: str) -> bool:

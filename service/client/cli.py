@@ -26,7 +26,7 @@ from service.client.client import LinguDistillClient, file_sha256, job_body, pat
 from service.client.models import ApiConnectionError, ApiError, LinguDistillError, Report
 from service.datasets.schemas import DatasetOut
 from service.jobs.schemas import EventOut, JobOut
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 
 EXIT_PASSED, EXIT_GATE_FAILED, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2, 3
 EXIT_CODES_HELP = """\b
@@ -230,15 +230,8 @@ def upload_local_files(api: LinguDistillClient, spec: JobSpec) -> JobSpec:
             uploaded[path] = _upload_once(api, path, known, what, kind).uri
         return uploaded[path]
 
-    mixture = [s.model_copy(update={"uri": as_dataset(s.uri, f"mixture {s.name}", "training")}) for s in spec.mixture]
-    suites = {
-        group: [
-            s.model_copy(update={"uri": as_dataset(s.uri, f"{group} suite {s.name}", "evaluation")})
-            for s in getattr(spec.evaluation, group)
-        ]
-        for group in ("language", "vision")
-    }
-    return spec.model_copy(update={"mixture": mixture, "evaluation": spec.evaluation.model_copy(update=suites)})
+    data = [f for f in spec.uri_fields() if f.role in ("training", "evaluation")]
+    return spec.with_uris({f.path: as_dataset(f.uri, f.label, f.role) for f in data})
 
 
 def _upload_once(api: LinguDistillClient, path: Path, known: dict[str, DatasetOut], what: str, kind: str) -> DatasetOut:

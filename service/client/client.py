@@ -42,7 +42,7 @@ from service.jobs.schemas import (
     MetricsOut,
     ModelOut,
 )
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 from service.webhooks.schemas import DeliveryPage, WebhookCreate, WebhookCreated, WebhookOut, WebhookPage
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -227,7 +227,7 @@ class LinguDistillClient:
         while True:
             page = self.list_jobs(after=after, **filters)
             yield from page.items
-            if not page.next_cursor:
+            if not page.has_more:
                 return
             after = page.next_cursor
 
@@ -431,7 +431,7 @@ class LinguDistillClient:
         while True:
             page = self.list_datasets(limit=200, after=after)
             yield from page.items
-            if not page.next_cursor:
+            if not page.has_more:
                 return
             after = page.next_cursor
 

@@ -205,14 +205,8 @@ export function uploadFile(path, file, query, onProgress) {
   });
 }
 
-export const STATUSES = [
-  "queued",
-  "validating",
-  "running",
-  "evaluating",
-  "cancelling",
-  "succeeded",
-  "failed",
-  "cancelled",
-];
-export const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+// The job lifecycle is the API's (service/lifecycle.py): the JobStatus enum of its OpenAPI document, read once
+// before any page renders; `x-final` names those of a finished job.
+const lifecycle = (await fetch("/openapi.json").then((r) => r.json())).components.schemas.JobStatus;
+export const STATUSES = lifecycle.enum;
+export const FINAL = new Set(lifecycle["x-final"]);
