@@ -179,6 +179,29 @@ class ResourcesSpec(StrictModel):
     max_runtime_s: int | None = Field(None, ge=60, description="Hard wall-clock limit of one attempt.")
 
 
+TrackerName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+
+
+class MlflowIntegration(StrictModel):
+    type: Literal["mlflow"]
+    experiment: TrackerName = Field(description="MLflow experiment; created if it does not exist.")
+    run_name: TrackerName | None = Field(None, description="Defaults to the job's name.")
+
+
+class WandbIntegration(StrictModel):
+    type: Literal["wandb"]
+    project: TrackerName = Field(description="W&B project.")
+    entity: TrackerName | None = Field(None, description="W&B entity (team or user); the key's default when unset.")
+    run_name: TrackerName | None = Field(None, description="Defaults to the job's name.")
+
+
+class TensorBoardIntegration(StrictModel):
+    type: Literal["tensorboard"]
+
+
+Integration = Annotated[MlflowIntegration | WandbIntegration | TensorBoardIntegration, Field(discriminator="type")]
+
+
 class JobSpec(StrictModel):
     name: Name = Field(description="Human-readable job name.")
     student: Uri = Field(description="The adapted VLM to repair: s3://, hf://org/name@revision, file:// or a path.")
@@ -190,6 +213,12 @@ class JobSpec(StrictModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     metadata: dict[LabelKey, LabelValue] = Field(
         default_factory=dict, max_length=32, description="Free-form labels, filterable in the API."
+    )
+    integrations: list[Integration] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Experiment trackers that receive the resolved spec, every step's metrics, the evaluation "
+        "scores and the report. Their endpoints and credentials come from the operator's settings, never the spec.",
     )
 
     @field_validator("mixture")
