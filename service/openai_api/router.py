@@ -32,6 +32,7 @@ ERRORS = {
         422: "Invalid request (`param` names the field)",
         429: "Rate limited (see Retry-After)",
         500: "Internal error",
+        503: "The database is unavailable (see Retry-After)",
     }.items()
 }
 router = APIRouter(prefix="/openai/v1", tags=["openai-compatible"], responses=ERRORS)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from lingudistill.spec import JobSpec, MethodSpec, TrainingSpec
 from service.datasets.schemas import DatasetOut
 from service.errors import FieldError, InvalidSpec
 from service.jobs.schemas import CheckpointOut, EventOut, JobOut
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 from service.openai_api.schemas import (
     CheckpointMetrics,
     CreateFineTuningJob,

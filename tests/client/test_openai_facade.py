@@ -10,7 +10,7 @@ from typing import Any
 import openai
 import pytest
 
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 from tests.client.live import JobDriver, LiveServer
 
 S = JobStatus
