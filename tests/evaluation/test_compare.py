@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from pydantic import ValidationError
 
 from lingudistill.cli import main
 from lingudistill.evaluation import SuiteScore, build_report, write_report
@@ -168,3 +169,11 @@ def test_cli_compare_exit_codes_and_output(tmp_path: Path) -> None:
     mismatched = finished_run(tmp_path / "fewer", make_spec("none"), fewer)
     result = runner.invoke(main, ["compare", str(method), str(mismatched)])
     assert result.exit_code == 2 and f"item 'arc-{N - 1}' was scored by the method only" in result.output
+
+
+def test_the_spec_accepts_a_control_and_a_min_lift_in_range() -> None:
+    spec = make_spec(min_lift=0.02)
+    assert spec.evaluation.control is True and spec.evaluation.gates.min_lift == 0.02
+    assert JobSpec.model_validate({**make_spec().model_dump(), "evaluation": {}}).evaluation.control is False
+    with pytest.raises(ValidationError, match="min_lift"):
+        make_spec(min_lift=1000.0)
