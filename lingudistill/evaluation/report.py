@@ -72,7 +72,7 @@ def build_report(
             language_names=language_names,
             vision_names=vision_names,
             n_resamples=n_resamples,
-            seed=spec.training.seed,
+            seed=spec.training.seed or 0,  # an unresolved spec has no seed; the interval must still be reproducible
         )
     gates = evaluate_gates(
         spec.evaluation.gates, mean_recovery=language["mean_recovery"], vision_drop=vision["drop"], lift=lift
