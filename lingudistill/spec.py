@@ -116,6 +116,13 @@ class EvalSuite(StrictModel):
 class GatesSpec(StrictModel):
     min_recovery: float | None = Field(None, ge=-100, le=100, description="Fail if mean language recovery is lower.")
     max_vision_drop: float | None = Field(None, ge=0, le=1, description="Fail if vision average drops by more.")
+    min_lift: float | None = Field(
+        None,
+        ge=-100,
+        le=100,
+        description="Fail if the lower bound of the 95% interval of the mean-recovery lift over the control arm "
+        "is lower. Not applicable (reported, not counted) in a report without a control.",
+    )
 
 
 class HarnessSpec(StrictModel):
@@ -156,6 +163,12 @@ class EvaluationSpec(StrictModel):
     every: int | None = Field(None, ge=1, description="Also evaluate every N steps (None: only at the end).")
     batch_size: int = Field(16, ge=1, le=4096, description="Evaluation batch size.")
     gates: GatesSpec = Field(default_factory=GatesSpec)
+    control: bool = Field(
+        False,
+        description="Also run the same job with kd_sources: none (same data order, steps, seed and evaluation) as "
+        "a sibling, and report the lift over it. Until the service runs the sibling, the field is accepted and "
+        "`lingudistill compare METHOD_DIR CONTROL_DIR` computes the lift of two finished runs.",
+    )
 
     @model_validator(mode="after")
     def _unique_suite_names(self) -> EvaluationSpec:
