@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from lingudistill.spec import JobSpec
 from service.auth import Principal, scoped
@@ -60,10 +60,20 @@ def add_job(session: Session, job: Job) -> Job:
 
 
 def list_jobs(
-    session: Session, principal: Principal, filters: JobFilters, limit: int, after: tuple[datetime, str] | None
+    session: Session,
+    principal: Principal,
+    filters: JobFilters,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    with_spec: bool = True,
 ) -> list[Job]:
-    """Newest first, keyset-paginated on (created_at, id) so inserts never shift a page."""
+    """Newest first, keyset-paginated on (created_at, id) so inserts never shift a page.
+
+    Without `with_spec` the spec column (about 1.5 KB of JSON a job) is not read; touching it would load it row by
+    row."""
     stmt = scoped(select(Job), Job, principal).where(*_filter_clauses(filters))
+    if not with_spec:
+        stmt = stmt.options(defer(Job.spec, raiseload=True))
     if after is not None:
         created, job_id = after
         stmt = stmt.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))

@@ -260,7 +260,7 @@ def _seed_many_jobs(server: Server, jobs: int, steps: int) -> str:
     from service.models import Job, JobStatus, Metric, utcnow
 
     with server.client() as client:
-        template = client.get("/v1/jobs", params={"name": "ui-lingudistill"}).json()["items"][0]
+        template = client.get("/v1/jobs", params={"name": "ui-lingudistill", "view": "full"}).json()["items"][0]
     engine = make_engine(server.database_url)
     now = utcnow()
 
