@@ -69,8 +69,8 @@ def list_jobs(
 ) -> list[Job]:
     """Newest first, keyset-paginated on (created_at, id) so inserts never shift a page.
 
-    Without `with_spec` the spec column (about 1.5 KB of JSON a job) is not read; touching it would load it row by
-    row."""
+    Without `with_spec` the spec column (about 1.5 KB of JSON a job) is not read, and touching it raises rather than
+    loading it row by row."""
     stmt = scoped(select(Job), Job, principal).where(*_filter_clauses(filters))
     if not with_spec:
         stmt = stmt.options(defer(Job.spec, raiseload=True))
