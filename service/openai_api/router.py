@@ -107,7 +107,7 @@ def list_fine_tuning_jobs(
     if after is not None:
         anchor = jobs.load_job(session, principal, after)
         cursor = encode_cursor(anchor.created_at, anchor.id)
-    items, next_cursor = jobs.list_jobs(session, principal, repository.JobFilters(), limit, cursor)
+    items, next_cursor = jobs.list_jobs(session, principal, repository.JobFilters(), limit, cursor, with_spec=True)
     data = [translate.fine_tuning_job(item) for item in items]
     return _page(data, has_more=next_cursor is not None)
 
