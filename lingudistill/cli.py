@@ -16,29 +16,11 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from lingudistill.errors import is_user_error
 from lingudistill.spec import JobSpec, SpecError, load_spec
 
 # transformers and torch are imported inside the commands that need them: `lingudistill submit --help` and the
 # service's commands must start in a blink, not after loading a deep-learning stack.
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean "your input is wrong": one clear message, exit code 2, nothing half-written."""
-    from lingudistill.data.records import DataError
-    from lingudistill.evaluation.harness import HarnessUnavailable
-    from lingudistill.models.compat import IncompatibleModels
-    from lingudistill.models.families import UnsupportedModel
-    from lingudistill.models.loading import ModelLoadError
-
-    return (
-        SpecError,
-        DataError,
-        ModelLoadError,
-        IncompatibleModels,
-        UnsupportedModel,
-        HarnessUnavailable,
-        FileNotFoundError,
-    )
 
 
 class PluginGroup(click.Group):
@@ -82,9 +64,11 @@ def _load(spec_path: str) -> JobSpec:
         raise click.ClickException(str(exc)) from exc
 
 
-def _fail(exc: Exception) -> None:
-    click.secho(f"error: {exc}", fg="red", err=True)
-    sys.exit(2)
+def _fail_if_user_error(exc: Exception) -> None:
+    """The user's input is wrong (lingudistill.errors): one clear message and exit code 2, no traceback."""
+    if is_user_error(exc):
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
 
 
 @main.command()
@@ -98,16 +82,16 @@ def train(spec_path: str, output: str, resume: bool) -> None:
     loadable with from_pretrained), OUTPUT/checkpoints/, and OUTPUT/report.json + report.md when the spec
     has evaluation suites.
     """
-    from lingudistill.pipeline import run_job
+    from lingudistill.pipeline import resolve_seed, run_job
 
     _quiet_transformers()
-    spec = _load(spec_path).resolved()
+    spec = resolve_seed(_load(spec_path), Path(output), resume=resume)  # a resumed job keeps its recorded seed
     click.echo(f"job {spec.name}: seed {spec.seed}, {spec.training.max_steps} steps -> {output}")
     try:
         result = run_job(spec, Path(output), resume=resume, progress=True)
-    except user_errors() as exc:
-        _fail(exc)
-        return
+    except Exception as exc:
+        _fail_if_user_error(exc)
+        raise
     click.echo(f"model: {result.train.model_dir} ({result.train.parameter_count:,} parameters)")
     if result.report is not None:
         from lingudistill.evaluation import summary_lines
@@ -126,9 +110,9 @@ def validate(spec_path: str) -> None:
     spec = _load(spec_path)
     try:
         checked = validate_job(spec)
-    except user_errors() as exc:
-        _fail(exc)
-        return
+    except Exception as exc:
+        _fail_if_user_error(exc)
+        raise
     click.echo(json.dumps({"ok": True, "records": checked.data.counts}, indent=2))
 
 

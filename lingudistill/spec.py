@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lingudistill.errors import UserInputError
+
 KVSharing = Literal["prompt", "visual", "visual_system", "off"]
 KDSources = Literal["selective", "all", "none"]
 Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
@@ -212,7 +214,7 @@ class JobSpec(StrictModel):
         return self.method.kd_sources == "all" or source.distill
 
 
-class SpecError(ValueError):
+class SpecError(UserInputError, ValueError):
     """A spec file that cannot be read or parsed; validation errors stay pydantic's ValidationError."""
 
 
