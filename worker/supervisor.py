@@ -4,7 +4,7 @@ The supervisor runs inside the Celery task and never imports torch: the child (w
 CUDA is never initialised in the Celery process. While the child runs, the supervisor
     batches step records into the metrics table (at most once per `metrics_flush_s`),
     uploads checkpoints in a background thread (files first, manifest last) and records them complete,
-    renews the lease every lease_s / 3 (the lease outlives two missed heartbeats),
+    renews the lease every lease_s / 3 from a thread of its own (the lease outlives two missed heartbeats),
     reads the job row every `cancel_poll_s` for a cancel, and enforces max_runtime_s and the stall watchdog.
 The child is started by a Launcher (worker.launcher): one spawned process, or torchrun for resources.gpus > 1;
 either way its typed events (lingudistill.events) arrive through the same `TrainingChild.events`.
@@ -113,7 +113,6 @@ class Clock:
 
     flush: float
     state: float
-    heartbeat: float
 
 
 class Attempt:
@@ -137,6 +136,7 @@ class Attempt:
         self.killed_for: tuple[FailureReason, str] | None = None
         self.last_progress: float | None = None  # armed while steps are expected (training, not evaluating)
         self.last_step = 0
+        self.lease_lost = threading.Event()
         self.uploader = transfers.CheckpointUploader(
             rt.storage, self.job_id, self._recorded, self._upload_failed, attempt=claim.attempt
         )
@@ -167,26 +167,26 @@ class Attempt:
         self.lock = WorkdirLock.take(self.workdir)
         self.output.mkdir(parents=True)
         self.pulse.start()
-        finished = FinishedRun.find(self.job_dir)
-        if finished is not None:  # an earlier attempt here trained and evaluated, and only its upload failed
-            with self._keep_lease():
+        with self._keep_lease():
+            finished = FinishedRun.find(self.job_dir)
+            if finished is not None:  # an earlier attempt here trained and evaluated, and only its upload failed
                 return self._upload_finished(finished)
-        with self._keep_lease():  # [lease fix] inputs and checkpoint downloads may outlast the lease
             spec = self._local_spec(self.claim.spec)
             resume = self._download_checkpoint()
-        self.child = self._spawn(spec, resume)
-        self._supervise(spec)
-        with self._keep_lease():  # [lease fix] so may the child's exit and the final uploads (model, report)
+            self.child = self._spawn(spec, resume)
+            self._supervise(spec)
             self.child.join(10)  # the child is done with its messages; its exit code explains a death
             return self._conclude()
 
     @contextlib.contextmanager
     def _keep_lease(self) -> Iterator[None]:
-        """[lease fix] Heartbeats from a thread while the supervisor loop, which otherwise sends them, is not running.
+        """Heartbeats every lease_s / 3 from a thread of their own, for the whole attempt.
 
-        Without it a download or upload longer than the lease let a sweeper re-queue a healthy job (seen with three
-        workers on two cores: the finished job was fenced out during its final uploads and trained again)."""
-        self._heartbeat()  # at once: the loop's last heartbeat may be most of a lease ago
+        Nothing else the attempt does may delay them: a download or upload longer than the lease let a sweeper
+        re-queue a healthy job (seen with three workers on two cores: the finished job was fenced out during its
+        final uploads), and so did a metrics write waiting out one Postgres outage while a second began (issue 14).
+        A lost lease ends the attempt at the supervisor loop's next tick."""
+        self._heartbeat()
         done = threading.Event()
 
         def beat() -> None:
@@ -194,7 +194,8 @@ class Attempt:
                 try:
                     self._heartbeat()
                 except FencedOut:
-                    return  # the final write will find out and report fenced_out
+                    self.lease_lost.set()  # the supervisor loop ends the attempt (_tick)
+                    return
                 except Exception:  # the database may be briefly away; the next beat tries again
                     log.exception("job %s: heartbeat failed", self.job_id)
 
@@ -204,7 +205,7 @@ class Attempt:
             yield
         finally:
             done.set()
-            thread.join()
+            thread.join(5.0)  # one that still waits out an outage may go on alone: a late renewal changes nothing
 
     # --- inputs ------------------------------------------------------------------------------------------------
     def _local_spec(self, spec: JobSpec) -> JobSpec:
@@ -275,7 +276,7 @@ class Attempt:
 
     def _supervise(self, spec: JobSpec) -> None:
         now = time.monotonic()
-        clock = Clock(now + self.rt.worker.metrics_flush_s, now, now + self.rt.settings.lease_s / 3)
+        clock = Clock(now + self.rt.worker.metrics_flush_s, now)
         limit = spec.resources.max_runtime_s
         deadline = now + limit if limit else None
         while not self.child_gone:
@@ -322,15 +323,14 @@ class Attempt:
 
     # --- periodic duties -------------------------------------------------------------------------------------
     def _tick(self, now: float, clock: Clock, deadline: float | None) -> None:
+        if self.lease_lost.is_set():
+            raise FencedOut
         if now >= clock.flush:
             self._flush_metrics()
             clock.flush = now + self.rt.worker.metrics_flush_s
         if now >= clock.state:
             self._check_state()
             clock.state = now + self.rt.worker.cancel_poll_s
-        if now >= clock.heartbeat:
-            self._heartbeat()
-            clock.heartbeat = now + self.rt.settings.lease_s / 3
         if self.cancel_deadline is not None and now >= self.cancel_deadline:
             self._kill_child()  # the cooperative stop did not come in time
         if deadline is not None and now >= deadline and self.killed_for is None:
