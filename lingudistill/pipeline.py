@@ -122,11 +122,16 @@ def run_job(
     )
     del checked, validation  # the trained student lives on in the recipe; the CPU teacher may go
     result = recipe.train(resume=resume)
-    if result.stopped_early or not has_suites(spec):
+    trained = None if rank.enabled else recipe.student
+    del recipe  # sharded: this rank's shard goes before rank 0 reads the whole model back
+    if rank.enabled:
+        # Every rank's last collective (the gather of the final model) must be complete on both ends before a rank
+        # leaves: gloo aborts the process when a rank tears its group down while a send to rank 0 is in flight.
+        parallel.barrier()
+    if result.stopped_early or not has_suites(spec) or not rank.is_main:
         return JobResult(result, None)
-    student = _whole_student(recipe, result, rank)
-    if student is None:
-        return JobResult(result, None)
+    # sharded, rank 0 evaluates the folder just written, whole: the final evaluation needs no other rank
+    student = trained or load_student(str(result.model_dir))
     return JobResult(result, report_after(spec, student, scores_before, output_dir, progress, provenance))
 
 
@@ -135,17 +140,6 @@ def _begin_output(spec: JobSpec, checked: Validation, output_dir: Path, progress
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
     return score_before(spec, checked, output_dir, progress)
-
-
-def _whole_student(recipe: Recipe, result: TrainResult, rank: parallel.Topology) -> Student | None:
-    """The trained student for the final evaluation: the recipe's own in one process; on several ranks, rank 0
-    reads back the folder just written (evaluation then needs no other rank), and the other ranks get None."""
-    if not rank.enabled:
-        return recipe.student
-    # Every rank's last collective (the gather of the final model) must be complete on both ends before a rank
-    # leaves: gloo aborts the process when a rank tears its group down while a send to rank 0 is in flight.
-    parallel.barrier()
-    return load_student(str(result.model_dir)) if rank.is_main else None
 
 
 def run_supervised(
