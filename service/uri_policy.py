@@ -32,18 +32,10 @@ def resolve_host(host: str) -> list[str]:
 
 
 def spec_uris(spec: JobSpec) -> Iterator[tuple[list[str | int], str]]:
-    """(location in the body, uri) for every URI in the spec."""
-    yield ["body", "student"], spec.student
-    yield ["body", "teacher"], spec.teacher
-    for i, source in enumerate(spec.mixture):
-        yield ["body", "mixture", i, "uri"], source.uri
-    for group in ("language", "vision"):
-        for i, suite in enumerate(getattr(spec.evaluation, group)):
-            yield ["body", "evaluation", group, i, "uri"], suite.uri
-    # Harness task YAMLs may import Python (`!function`): only folders under an operator's allowed local roots.
-    harness = spec.evaluation.harness
-    if harness is not None and harness.include_path is not None:
-        yield ["body", "evaluation", "harness", "include_path"], harness.include_path
+    """(location in the body, uri) for every URI in the spec. Harness task YAMLs may import Python (`!function`), so
+    their include_path obeys the same local-root rule as every other local path."""
+    for field in spec.uri_fields():
+        yield ["body", *field.path], field.uri
 
 
 def is_internal_address(address: str) -> bool:
@@ -117,7 +109,8 @@ class UriPolicy:
         roots = [Path(r).resolve() for r in self.settings.allowed_local_roots]
         if any(resolved.is_relative_to(root) for root in roots):
             return None
-        return "local paths are allowed only under: " + (", ".join(map(str, roots)) or "(none configured)")
+        allowed = ", ".join(map(str, roots)) or "nowhere: none is configured"
+        return f"local paths are allowed only under the server's LINGUDISTILL_ALLOWED_LOCAL_ROOTS ({allowed})"
 
     def _network(self, uri: str) -> str | None:
         host = urlparse(uri).hostname

@@ -16,7 +16,7 @@ from service.idempotency import service as idempotency
 from service.jobs import repository, service
 from service.jobs.events import event_stream, parse_last_event_id
 from service.jobs.schemas import CheckpointList, EventOut, EventPage, JobOut, JobPage, MetricsOut, ModelOut
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 from service.storage import InvalidKey, clean_key
 from service.storage_layout import artifacts_prefix
 
@@ -32,8 +32,8 @@ JobId = Annotated[str, "job id"]
     summary="Submit a job",
     response_description="The queued job (GET it for its queue position).",
     description="Validates the spec and the URIs it names, stores the resolved spec and queues the job. With an "
-    "`Idempotency-Key`, the same key and body replay the first response; a different body is 422; a duplicate "
-    "sent while the first is in flight is 409.",
+    "`Idempotency-Key` (remembered 24 h by default), the same key and body answer the same job as it is now, with "
+    "`Idempotent-Replayed: true`; a different body is 422; a duplicate sent while the first is in flight waits for it.",
 )
 def create_job(
     spec: JobSpec,
@@ -46,18 +46,14 @@ def create_job(
     if idempotency_key is None:
         return service.job_view(service.create_job(session, principal, spec, state.settings, buffer))
     key_hash = idempotency.request_hash(spec.model_dump(mode="json"))
-    replay = idempotency.begin(
-        state.sessions, principal.tenant_id, idempotency_key, key_hash, state.settings.idempotency_in_flight_s
-    )
-    if replay is not None:
-        return JSONResponse(replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"})
-    try:
-        job = service.create_job(session, principal, spec, state.settings, buffer)
-        body = service.job_view(job).model_dump(mode="json")
-        idempotency.complete(session, principal.tenant_id, idempotency_key, 201, body)
-    except BaseException:
-        idempotency.release(state.sessions, principal.tenant_id, idempotency_key)
-        raise
+    retention_h = state.settings.idempotency_retention_h
+    replay = idempotency.reserve(session, principal.tenant_id, idempotency_key, key_hash, retention_h)
+    if replay is not None:  # the job as it is now (cancelled, running...), not as it was created
+        current = service.job_view(service.load_job(session, principal, replay.body["id"])).model_dump(mode="json")
+        return JSONResponse(current, status_code=replay.status, headers={"Idempotent-Replayed": "true"})
+    job = service.create_job(session, principal, spec, state.settings, buffer)
+    body = service.job_view(job).model_dump(mode="json")
+    idempotency.complete(session, principal.tenant_id, idempotency_key, 201, body)
     return JSONResponse(body, status_code=201)
 
 
@@ -155,9 +151,9 @@ def job_events(
         settings = state.settings
         stream = event_stream(state.sessions, job.id, start, settings.sse_poll_interval_s, settings.sse_max_duration_s)
         return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    events = repository.list_events(session, job.id, after, limit)
-    items = [EventOut.model_validate(e, from_attributes=True) for e in events]
-    return EventPage(items=items, next_cursor=items[-1].id if items else after)
+    events = repository.list_events(session, job.id, after, limit + 1)  # one more: are there more after this page?
+    items = [EventOut.model_validate(e, from_attributes=True) for e in events[:limit]]
+    return EventPage(items=items, next_cursor=items[-1].id if items else after, has_more=len(events) > limit)
 
 
 @router.get(
