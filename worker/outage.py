@@ -1,7 +1,7 @@
 """Riding out a database outage: the supervisor's writes wait for the database instead of ending the attempt.
 
 A healthy job must not fail because Postgres restarted or the network blinked. Each database call of an attempt
-goes through `ride_out`: a connection error is retried with exponential backoff (0.2 s doubling to 5 s) until
+goes through `ride_out`: a connection error is retried with exponential backoff (0.2 s doubling to 1 s) until
 the database answers or `db_outage_limit_s` (default 300 s) has passed; only then does the error end the attempt.
 An error the database itself raises (a constraint, a bad query) is not an outage and is raised at once.
 While a call waits, the training child trains on; its events queue up in the pipe (or events.jsonl).
@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-FIRST_DELAY_S, MAX_DELAY_S = 0.2, 5.0
+FIRST_DELAY_S, MAX_DELAY_S = 0.2, 1.0  # short: a heartbeat must land in the first second the database is back
 
 
 def is_outage(exc: BaseException) -> bool:
