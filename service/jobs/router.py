@@ -18,6 +18,7 @@ from service.jobs.events import event_stream, parse_last_event_id
 from service.jobs.schemas import CheckpointList, EventOut, EventPage, JobOut, JobPage, MetricsOut, ModelOut
 from service.lifecycle import JobStatus
 from service.storage import InvalidKey, clean_key
+from service.storage_layout import artifacts_prefix
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, "job id"]
@@ -283,7 +284,7 @@ class ReportFileList(BaseModel):
 
 
 def _artifact_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}/artifacts/"
+    return artifacts_prefix(job_id)
 
 
 @router.get(
