@@ -39,7 +39,7 @@ def validate(spec: JobSpec, *, decode_images: bool = True) -> Validation:
         check_harness(spec.evaluation.harness)  # HarnessUnavailable here, not after training
     student = load_student(spec.student)
     teacher = load_teacher(spec.teacher)
-    check_compatibility(student, teacher)
+    check_compatibility(student, teacher, spec.method)
     report = validate_sources(spec.mixture, decode_images=decode_images)
     report.raise_if_failed()
     _check_encoding(spec, student)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from lingudistill import checkpoint, distributed
 from lingudistill.data.mixture import MixtureSampler
 from lingudistill.data.sources import load_sources
-from lingudistill.models.compat import check_compatibility
+from lingudistill.models.compat import check_compatibility, shared_vocab_size
 from lingudistill.models.encoding import IGNORE, Encoder, collate
 from lingudistill.models.loading import Student, Teacher, load_student, load_teacher, parameter_count
 from lingudistill.objective import DistillationObjective, MicroBatchLoss
@@ -87,7 +87,7 @@ class Recipe:
         self.teacher = teacher or self._load_teacher()
         self._place_models()
         if self.teacher is not None:
-            check_compatibility(self.student, self.teacher)
+            check_compatibility(self.student, self.teacher, self.spec.method)
         self.input_parameter_count = parameter_count(self.student.model)
         self._configure_student()
         if self.dist.enabled:
@@ -96,7 +96,11 @@ class Recipe:
         self.sampler = self._build_sampler()
         adapter = distributed.ShardedAdapter(self.student.adapter) if self.dist.enabled else self.student.adapter
         self.objective = DistillationObjective(
-            self.student.model, self.teacher.model if self.teacher else None, adapter, self.spec.method
+            self.student.model,
+            self.teacher.model if self.teacher else None,
+            adapter,
+            self.spec.method,
+            shared_vocab_size(self.teacher) if self.teacher else None,
         )
         self.optimizer = torch.optim.AdamW(self._parameter_groups(), weight_decay=self.spec.training.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)

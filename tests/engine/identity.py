@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from lingudistill.data.records import Record, parse_record
+from lingudistill.models.compat import shared_vocab_size
 from lingudistill.models.encoding import Encoder, collate
 from lingudistill.models.loading import Student, Teacher, load_student, load_teacher
 from lingudistill.objective import DistillationObjective
@@ -52,7 +53,8 @@ def kd_of(student: Student, teacher: Teacher, records: list[Record], mode: str =
     encoder = Encoder(student.adapter, student.processor, max_seq_len=512)
     batch = collate([encoder.encode(r, distill=True) for r in records], student.adapter, pad_token_id=0)
     batch.update(batch_overrides)
-    objective = DistillationObjective(student.model, teacher.model, student.adapter, MethodSpec(kv_sharing=mode))
+    method = MethodSpec(kv_sharing=mode)
+    objective = DistillationObjective(student.model, teacher.model, student.adapter, method, shared_vocab_size(teacher))
     with torch.no_grad():
         loss = objective(batch, ce_normalizer=1.0, kd_normalizer=1.0)
     return float(loss.parts.kd_sum), float(loss.parts.ce_sum), batch
@@ -94,7 +96,9 @@ def train_on(student: Student, teacher: Teacher, records: list[Record], steps: i
     """A few optimiser steps of the KD objective (prompt mode) on one batch: only the student is trained."""
     encoder = Encoder(student.adapter, student.processor, max_seq_len=512)
     batch = collate([encoder.encode(r, distill=True) for r in records], student.adapter, pad_token_id=0)
-    objective = DistillationObjective(student.model, teacher.model, student.adapter, MethodSpec(ce_weight=0.0))
+    objective = DistillationObjective(
+        student.model, teacher.model, student.adapter, MethodSpec(ce_weight=0.0), shared_vocab_size(teacher)
+    )
     trainable = [p for p in student.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr)
     student.model.train()
