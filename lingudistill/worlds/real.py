@@ -91,7 +91,7 @@ JOB_TRAINING = {"batch_size": 8, "lr": 1.0e-4, "lr_projector": 1.0e-4, "warmup_r
 
 
 def build_real_world(folder: Path, *, seed: int = 0, progress: bool = False, budget: Budget = FULL) -> Path:
-    """Build the real-weights world in `folder`; return folder/spec.yaml. About 20 minutes on two idle CPU cores."""
+    """Build the real-weights world in `folder`; return folder/spec.yaml (the FULL budget's cost: docs/results.md)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     log = _Log(progress)
