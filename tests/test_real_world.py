@@ -1,4 +1,4 @@
-"""The real-weights world (about 20 minutes to build on two CPU cores, and as long for its job): slow-marked.
+"""The real-weights world (its FULL build trains a 135M decoder: hours on a busy 2-core CPU): slow-marked.
 
 It builds offline from registry packages only, its teacher knows the evaluated facts well above chance, its
 student is degraded yet sees the images, the recovery text never names an evaluated place, and a LinguDistill
