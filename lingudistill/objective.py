@@ -98,6 +98,9 @@ class DistillationObjective:
             self.teacher_attention = [layer.self_attn for layer in teacher.model.layers]
             self.shared_vocab = shared_vocab or _fewest_rows(adapter.lm_head(student), teacher)
         self.pad_token_id = int(adapter.text_config(student).pad_token_id or 0)
+        # The teacher may lack the student's pad id (LLaVA-1.5's <pad> is 32001, past Vicuna's 32000 tokens).
+        in_teacher = self.shared_vocab is None or self.pad_token_id < self.shared_vocab
+        self.teacher_pad_id = self.pad_token_id if in_teacher else 0
 
     def __call__(self, batch: dict[str, Any], ce_normalizer: float, kd_normalizer: float) -> MicroBatchLoss:
         rows = LossRows.of(batch, self.shared_vocab)
@@ -185,11 +188,10 @@ class DistillationObjective:
         )
 
     def _teacher_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """The teacher never embeds an id it lacks: it reads pad there (those positions are donated or dropped)."""
+        """The teacher never embeds an id it lacks: it reads pad there (those positions are donated or padding)."""
         if self.shared_vocab is None:
             return ids
-        pad = self.pad_token_id if self.pad_token_id < self.shared_vocab else 0
-        return ids.masked_fill(ids >= self.shared_vocab, pad)
+        return ids.masked_fill(ids >= self.shared_vocab, self.teacher_pad_id)
 
     # --- teacher ------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -236,7 +238,7 @@ class DistillationObjective:
         d = distill_rows
         dropped = self._donated(batch, d, "off")
         ids, mask, index_map = text_only_layout(
-            batch["input_ids"][d], batch["attention_mask"][d], dropped, self.pad_token_id
+            batch["input_ids"][d], batch["attention_mask"][d], dropped, self.teacher_pad_id
         )
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         hidden = self.teacher.model(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state

@@ -139,3 +139,22 @@ def test_paligemma2_prefixes_longer_than_the_window_are_refused_when_distilled(n
     with pytest.raises(DataError, match=r"mix inline:1: the prompt is \d+ tokens .* sliding window of 8 tokens"):
         encoder.encode(records[0], distill=True)
     encoder.encode(records[0], distill=False)  # never seen by the teacher: no limit
+
+
+@pytest.mark.parametrize("mode", ["prompt", "visual", "off"])
+def test_a_pad_id_the_teacher_lacks_is_never_embedded(tiny_families, monkeypatch, mode):
+    """LLaVA-1.5's <pad> (32001) lies past Vicuna's 32000 tokens: batches padded with it give the teacher its own
+    safe id, and the same KD as batches padded with an id both know."""
+    student, teacher, records = tiny_families("llava-1.5-vocab").pair
+    shared = shared_vocab_size(teacher)
+    pad = shared + 1  # past <image> (= shared): a row of the student's padded head, no token the teacher knows
+    monkeypatch.setattr(student.adapter.text_config(student.model), "pad_token_id", pad)
+    encoder = Encoder(student.adapter, student.processor, max_seq_len=512)
+    batch = collate([encoder.encode(r, distill=True) for r in records], student.adapter, pad_token_id=pad)
+    assert bool((batch["input_ids"] == pad).any()) and not bool(batch["attention_mask"].all())
+    method = MethodSpec(kv_sharing=mode)
+    objective = DistillationObjective(student.model, teacher.model, student.adapter, method, shared)
+    with torch.no_grad():
+        kd = float(objective(batch, ce_normalizer=1.0, kd_normalizer=1.0).parts.kd_sum)
+    reference, _, _ = kd_of(student, teacher, records, mode)  # padded with id 0
+    assert kd == pytest.approx(reference, abs=1e-4)
