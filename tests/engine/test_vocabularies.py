@@ -47,6 +47,14 @@ def test_qwen2_vl_like_heads_have_equal_rows_past_both_tokenizers(tiny_families)
     assert rows == teacher.model.lm_head.weight.shape[0] > len(student.processor.tokenizer) > len(teacher.tokenizer)
 
 
+def test_a_qwen2_vl_checkpoints_legacy_mrope_type_is_no_mismatch(tiny_families, monkeypatch):
+    """Real Qwen2-VL configs say rope_scaling {"type": "mrope", "mrope_section": ...}: the same rope as Qwen2's."""
+    student, teacher, _ = tiny_families("qwen2_vl-vocab").pair
+    text = student.adapter.text_config(student.model)
+    monkeypatch.setattr(text, "rope_parameters", {**text.rope_parameters, "type": "mrope"})
+    check_compatibility(student, teacher)
+
+
 def test_a_differing_token_is_named_with_both_strings(tiny_families):
     student, teacher, _ = tiny_families("llava-1.5-vocab").pair
     words = list(DEFAULT_WORDS)
