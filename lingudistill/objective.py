@@ -8,9 +8,10 @@ Hidden states are taken at response positions only; lm_head and the loss run in 
 only: with selective KD a multimodal row never touches the teacher.
 
 Vocabularies (METHOD.md): KD compares the first `shared_vocab` ids (the teacher's tokenizer), and a response token
-outside them gets CE only. The teacher never embeds an id it does not have: positions holding image tokens or
-student-only ids are "donated" (their K/V are the student's, in every mode that runs the teacher over them; `off`
-removes them), and the teacher reads its pad id there instead.
+outside them gets CE only (so does the token after it, which the teacher would predict from a pad embedding).
+The teacher never embeds an id it does not have: positions holding image tokens or student-only ids are "donated"
+(their K/V are the student's, in every mode that runs the teacher over them; `off` removes them), and the teacher
+reads its pad id in place of a student-only id.
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ class LossRows:
 
     @classmethod
     def of(cls, batch: dict[str, Any], shared_vocab: int | None = None) -> LossRows:
-        """Targets outside the shared vocabulary (ids the teacher lacks) are not distilled."""
+        """A row is not distilled when its target or its input token lies outside the shared vocabulary: the
+        teacher has no such id to predict, or reads pad in place of one it cannot embed."""
         targets = batch["labels"][:, 1:]
         b, t = (targets != IGNORE).nonzero(as_tuple=True)
         target = targets[b, t]
         distill = batch["distill"].to(targets.device)[b]
         if shared_vocab is not None:
-            distill = distill & (target < shared_vocab)
+            distill = distill & (target < shared_vocab) & (batch["input_ids"][b, t] < shared_vocab)
         return cls(b, t, target, distill)
 
 
@@ -96,6 +98,9 @@ class DistillationObjective:
             self.teacher_attention = [layer.self_attn for layer in teacher.model.layers]
             self.shared_vocab = shared_vocab or _fewest_rows(adapter.lm_head(student), teacher)
         self.pad_token_id = int(adapter.text_config(student).pad_token_id or 0)
+        # The teacher may lack the student's pad id (LLaVA-1.5's <pad> is 32001, past Vicuna's 32000 tokens).
+        in_teacher = self.shared_vocab is None or self.pad_token_id < self.shared_vocab
+        self.teacher_pad_id = self.pad_token_id if in_teacher else 0
 
     def __call__(self, batch: dict[str, Any], ce_normalizer: float, kd_normalizer: float) -> MicroBatchLoss:
         rows = LossRows.of(batch, self.shared_vocab)
@@ -128,6 +133,13 @@ class DistillationObjective:
             shared_vocab=self.shared_vocab if teacher_hidden is not None else None,
         )
         return MicroBatchLoss(parts, rows, list(batch["sources"]))
+
+    def distilled_tokens(self, batch: dict[str, Any]) -> int:
+        """Response tokens of the batch that get the KD term: the kd_normalizer counts these, which leaves out
+        targets (and inputs) outside the teacher's vocabulary."""
+        if self.teacher is None:
+            return 0
+        return int(LossRows.of(batch, self.shared_vocab).distill.sum())
 
     # --- student ------------------------------------------------------------------------------------------------
     def _student_hidden(
@@ -175,10 +187,11 @@ class DistillationObjective:
             teacher_vocab=self.shared_vocab,
         )
 
-    def _teacher_ids(self, ids: torch.Tensor, donated: torch.Tensor) -> torch.Tensor:
-        """The teacher never embeds an id it lacks: at donated positions (K/V from the student) it reads pad."""
-        pad = self.pad_token_id if self.shared_vocab is None or self.pad_token_id < self.shared_vocab else 0
-        return ids.masked_fill(donated, pad)
+    def _teacher_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """The teacher never embeds an id it lacks: it reads pad there (those positions are donated or padding)."""
+        if self.shared_vocab is None:
+            return ids
+        return ids.masked_fill(ids >= self.shared_vocab, self.teacher_pad_id)
 
     # --- teacher ------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -200,7 +213,7 @@ class DistillationObjective:
         d = distill_rows
         mask = batch["attention_mask"][d]
         donated = self._donated(batch, d, self.method.kv_sharing)
-        ids = self._teacher_ids(batch["input_ids"][d], donated)
+        ids = self._teacher_ids(batch["input_ids"][d])
         teacher_positions = self.adapter.teacher_position_ids(positions)[d]
         end = ids.shape[1] - 1  # the last token predicts nothing
         start = batch["prompt_length"] - 1 if self.method.kv_sharing == "prompt" else 0
@@ -225,7 +238,7 @@ class DistillationObjective:
         d = distill_rows
         dropped = self._donated(batch, d, "off")
         ids, mask, index_map = text_only_layout(
-            batch["input_ids"][d], batch["attention_mask"][d], dropped, self.pad_token_id
+            batch["input_ids"][d], batch["attention_mask"][d], dropped, self.teacher_pad_id
         )
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         hidden = self.teacher.model(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state

@@ -52,7 +52,7 @@ def _check_encoding(spec: JobSpec, student: Student) -> None:
         for index, record in enumerate(read_source(source)):
             if index >= ENCODE_CHECK_RECORDS:
                 break
-            encoder.encode(record)
+            encoder.encode(record, distill=spec.distills(source))
 
 
 @dataclass

@@ -86,6 +86,8 @@ def _rope(config: Any) -> Any:
 
 def _rope_entry(parameters: dict[str, Any], config: Any) -> dict[str, Any]:
     entry = {k: v for k, v in parameters.items() if k not in _MULTIMODAL_ROPE_KEYS and v is not None}
+    if "rope_type" in entry:  # the legacy key, as Qwen2-VL checkpoints write it ({"type": "mrope"}), is its alias
+        entry.pop("type", None)
     entry.setdefault("partial_rotary_factor", getattr(config, "partial_rotary_factor", None) or 1.0)
     return entry
 
