@@ -56,7 +56,7 @@ def validate(spec: JobSpec, *, decode_images: bool = True) -> Validation:
     check_trackers(spec.integrations)
     student = load_student(spec.student)
     teacher = load_teacher(spec.teacher)
-    check_compatibility(student, teacher)
+    check_compatibility(student, teacher, spec.method)
     report = validate_sources(spec.mixture, decode_images=decode_images)
     report.raise_if_failed()
     _check_encoding(spec, student)
@@ -69,7 +69,7 @@ def _check_encoding(spec: JobSpec, student: Student) -> None:
         for index, record in enumerate(read_source(source)):
             if index >= ENCODE_CHECK_RECORDS:
                 break
-            encoder.encode(record)
+            encoder.encode(record, distill=spec.distills(source))
 
 
 @dataclass
