@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,7 +198,7 @@ class Recipe:
     def train_step(self) -> dict[str, Any]:
         started = time.perf_counter()
         batches = self._micro_batches()
-        ce_tokens, kd_tokens = _count_supervised_tokens(batches, distilling=self.teacher is not None)
+        ce_tokens, kd_tokens = _count_supervised_tokens(batches, self.objective.distilled_tokens)
         losses: list[MicroBatchLoss] = []
         for batch in batches:
             with self._autocast():
@@ -372,13 +372,15 @@ def _read_lines(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def _count_supervised_tokens(batches: list[dict[str, Any]], *, distilling: bool) -> tuple[int, int]:
+def _count_supervised_tokens(
+    batches: list[dict[str, Any]], distilled_tokens: Callable[[dict[str, Any]], int]
+) -> tuple[int, int]:
+    """The step's CE and KD token counts (over every rank): the means' divisors. KD counts what the objective
+    distils, which leaves out targets outside the teacher's vocabulary."""
     ce = kd = 0
     for batch in batches:
-        supervised = batch["labels"][:, 1:] != IGNORE
-        ce += int(supervised.sum())
-        if distilling:
-            kd += int(supervised[batch["distill"]].sum())
+        ce += int((batch["labels"][:, 1:] != IGNORE).sum())
+        kd += distilled_tokens(batch)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         counts = torch.tensor([ce, kd], device=batches[0]["input_ids"].device)
         torch.distributed.all_reduce(counts)
