@@ -10,6 +10,7 @@ from service.datasets import service
 from service.datasets.schemas import DatasetFormat, DatasetKind, DatasetOut, DatasetPage
 from service.deps import PrincipalDep, SessionDep, StateDep
 from service.errors import problem_responses
+from service.params import Name
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -41,7 +42,7 @@ async def upload_dataset(
     session: SessionDep,
     principal: PrincipalDep,
     state: StateDep,
-    name: Annotated[str, Query(min_length=1, max_length=200)],
+    name: Annotated[Name, Query()],
     format: Annotated[DatasetFormat, Query()] = "jsonl",
     kind: Annotated[DatasetKind, Query(description="training: mixture records; evaluation: suite items")] = "training",
 ) -> DatasetOut:

@@ -14,9 +14,10 @@ from service.deps import BufferDep, PrincipalDep, SessionDep, StateDep
 from service.errors import FieldError, InvalidParameter, NotFound, problem_responses
 from service.idempotency import service as idempotency
 from service.jobs import repository, service
-from service.jobs.events import event_stream, parse_last_event_id
-from service.jobs.schemas import CheckpointList, EventOut, EventPage, JobOut, JobPage, MetricsOut, ModelOut
+from service.jobs.events import StreamLimits, event_stream, event_view
+from service.jobs.schemas import CheckpointList, EventPage, JobOut, JobPage, MetricsOut, ModelOut
 from service.models import JobStatus
+from service.params import Int64, Step
 from service.storage import InvalidKey, clean_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -144,18 +145,19 @@ def job_events(
     session: SessionDep,
     principal: PrincipalDep,
     state: StateDep,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[Int64 | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[Int64 | None, Header(description="SSE: resume after this event id.")] = None,
 ) -> Any:
     job = service.load_job(session, principal, job_id)
     if "text/event-stream" in request.headers.get("accept", ""):
-        start = parse_last_event_id(last_event_id) or after
+        start = last_event_id if last_event_id is not None else after
         settings = state.settings
-        stream = event_stream(state.sessions, job.id, start, settings.sse_poll_interval_s, settings.sse_max_duration_s)
+        limits = StreamLimits(settings.sse_poll_interval_s, settings.sse_max_duration_s, settings.sse_keepalive_s)
+        stream = event_stream(state.sessions, job.id, principal.key_id, start, limits)
         return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     events = repository.list_events(session, job.id, after, limit)
-    items = [EventOut.model_validate(e, from_attributes=True) for e in events]
+    items = [event_view(e) for e in events]
     return EventPage(items=items, next_cursor=items[-1].id if items else after)
 
 
@@ -173,8 +175,8 @@ def job_metrics(
     session: SessionDep,
     principal: PrincipalDep,
     names: Annotated[list[str] | None, Query()] = None,
-    step_min: Annotated[int | None, Query(ge=0)] = None,
-    step_max: Annotated[int | None, Query(ge=0)] = None,
+    step_min: Annotated[Step | None, Query()] = None,
+    step_max: Annotated[Step | None, Query()] = None,
     max_points: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> MetricsOut:
     series = service.metric_series(session, principal, job_id, names or [], step_min, step_max, max_points)
@@ -212,7 +214,7 @@ def stream_file(ref: service.CheckpointFileRef, state: Any) -> StreamingResponse
     summary="Download one checkpoint file (local storage)",
 )
 def checkpoint_file(
-    job_id: JobId, step: int, path: str, session: SessionDep, principal: PrincipalDep, state: StateDep
+    job_id: JobId, step: Step, path: str, session: SessionDep, principal: PrincipalDep, state: StateDep
 ) -> StreamingResponse:
     return stream_file(service.checkpoint_file(session, principal, job_id, step, path, state.storage), state)
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -70,6 +70,10 @@ class EventOut(BaseModel):
     job_id: str
     attempt: int
     type: str = Field(description="status, validation, checkpoint, evaluation, error, log, ...")
+    level: Literal["info", "warning", "error"] = Field(
+        "info", description="error: the job failed or cannot go on; warning: it recovers or was stopped."
+    )
+    message: str = Field("", description="One human-readable line; `data` holds the details.")
     data: dict[str, Any]
     created_at: datetime
 

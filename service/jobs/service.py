@@ -38,6 +38,7 @@ from service.jobs.schemas import (
 )
 from service.models import ACTIVE_STATUSES, FINAL_STATUSES, Checkpoint, Job, JobStatus, utcnow
 from service.pagination import decode_cursor, encode_cursor
+from service.redact import redact_paths
 from service.settings import Settings
 from service.storage import Storage, clean_key
 from service.uri_policy import UriPolicy
@@ -200,7 +201,7 @@ def job_view(job: Job, queue_info: QueueInfo | None = None) -> JobOut:
         resume_checkpoint_step=job.resume_checkpoint_step,
         cancel_requested_at=job.cancel_requested_at,
         failure_reason=job.failure_reason,
-        failure_message=job.failure_message,
+        failure_message=redact_paths(job.failure_message) if job.failure_message else None,
         created_at=job.created_at,
         updated_at=job.updated_at,
         started_at=job.started_at,
