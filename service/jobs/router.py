@@ -131,13 +131,28 @@ def retry_job(
     return service.detailed_view(session, job, state.settings)
 
 
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A page of events (JSON), or with `Accept: text/event-stream` a live stream",
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "string"},
+                "example": 'retry: 2000\nid: 7\nevent: status\ndata: {"id": 7, "type": "status", ...}\n\n'
+                ": keep-alive\n",
+            }
+        },
+    }
+}
+
+
 @router.get(
     "/{job_id}/events",
     response_model=EventPage,
-    responses=problem_responses(404),
+    responses={**SSE_RESPONSE, **problem_responses(404)},
     summary="The job's event log",
     description="JSON pages by event id (`after`, `limit`). With `Accept: text/event-stream` the events stream live "
-    "as SSE (`id` is the event id), resume after `Last-Event-ID`, and the stream ends once the job is final.",
+    "as SSE (`id` is the event id, `data` the event as JSON), resume after `Last-Event-ID`, and the stream ends once "
+    "the job is final or the API key is revoked. Keep-alives are comment lines.",
 )
 def job_events(
     job_id: JobId,
