@@ -41,7 +41,9 @@ class MixtureSource(StrictModel):
     distill: bool = Field(
         False, description="Language-intensive source: apply the KD term here when kd_sources is 'selective'."
     )
-    max_records: int | None = Field(None, ge=1, description="Use at most this many records of the source.")
+    max_records: int | None = Field(
+        None, ge=1, le=10**12, description="Use at most this many records of the source (at most 10^12)."
+    )
 
 
 class MethodSpec(StrictModel):

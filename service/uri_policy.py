@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,7 +20,15 @@ from service.errors import FieldError
 from service.settings import Settings
 
 Resolver = Callable[[str], list[str]]
-DatasetExists = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    kind: str  # training or evaluation
+    status: str  # ready or invalid
+
+
+DatasetLookup = Callable[[str], DatasetRef | None]  # the tenant's dataset by id, or None
 NETWORK_SCHEMES = {"http", "https", "ftp", "ws", "wss"}
 
 
@@ -46,6 +55,11 @@ def spec_uris(spec: JobSpec) -> Iterator[tuple[list[str | int], str]]:
         yield ["body", "evaluation", "harness", "include_path"], harness.include_path
 
 
+def expected_dataset_kind(loc: list[str | int]) -> str | None:
+    """What a dataset:// at `loc` must hold: mixture sources train, suites evaluate, a model is no dataset."""
+    return {"mixture": "training", "evaluation": "evaluation"}.get(str(loc[1]))
+
+
 def is_internal_address(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -62,32 +76,44 @@ def _numeric_host(host: str) -> str | None:
 
 
 class UriPolicy:
-    def __init__(self, settings: Settings, dataset_exists: DatasetExists, resolver: Resolver | None = None) -> None:
+    def __init__(self, settings: Settings, find_dataset: DatasetLookup, resolver: Resolver | None = None) -> None:
         self.settings = settings
-        self.dataset_exists = dataset_exists
+        self.find_dataset = find_dataset
         self.resolver = resolver or resolve_host
 
     def violations(self, spec: JobSpec) -> list[FieldError]:
         errors = []
         for loc, uri in spec_uris(spec):
-            problem = self.check(uri)
+            problem = self.check(uri, dataset_kind=expected_dataset_kind(loc))
             if problem:
                 errors.append(FieldError(loc=loc, msg=f"{uri!r}: {problem}"))
         return errors
 
-    def check(self, uri: str) -> str | None:
-        """Why `uri` is refused, or None."""
+    def check(self, uri: str, dataset_kind: str | None = "training") -> str | None:
+        """Why `uri` is refused, or None. A dataset:// must be a ready dataset of `dataset_kind` (None: no dataset
+        may be named there), so a spec the worker would fail on is refused at submission."""
         scheme = uri_scheme(uri)
         if scheme not in self.settings.allowed_schemes:
             return f"scheme '{scheme}' is not allowed (allowed: {', '.join(self.settings.allowed_schemes)})"
-        checker = {"dataset": self._dataset, "s3": self._s3, "hf": self._hf, "file": self._local}.get(scheme)
+        if scheme == "dataset":
+            return self._dataset(uri, dataset_kind)
+        checker = {"s3": self._s3, "hf": self._hf, "file": self._local}.get(scheme)
         if checker is not None:
             return checker(uri)
         return self._network(uri)
 
-    def _dataset(self, uri: str) -> str | None:
+    def _dataset(self, uri: str, kind: str | None) -> str | None:
         dataset_id = uri.removeprefix("dataset://").strip("/")
-        return None if dataset_id and self.dataset_exists(dataset_id) else "no such dataset"
+        dataset = self.find_dataset(dataset_id) if dataset_id else None
+        if dataset is None:
+            return "no such dataset"
+        if kind is None:
+            return "a dataset cannot be used as a model"
+        if dataset.kind != kind:
+            return f"this field needs a dataset of kind '{kind}', not '{dataset.kind}' (upload it with kind={kind})"
+        if dataset.status != "ready":
+            return "the dataset is invalid (see its problems); fix it and upload it again"
+        return None
 
     def _s3(self, uri: str) -> str | None:
         try:

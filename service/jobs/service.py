@@ -41,7 +41,7 @@ from service.pagination import decode_cursor, encode_cursor
 from service.redact import redact_paths
 from service.settings import Settings
 from service.storage import Storage, clean_key
-from service.uri_policy import UriPolicy
+from service.uri_policy import DatasetRef, UriPolicy
 
 
 def load_job(session: Session, principal: Principal, job_id: str) -> Job:
@@ -52,10 +52,11 @@ def load_job(session: Session, principal: Principal, job_id: str) -> Job:
 
 
 def check_uris(session: Session, principal: Principal, spec: JobSpec, settings: Settings) -> None:
-    def dataset_exists(dataset_id: str) -> bool:
-        return datasets_repository.get_dataset(session, principal, dataset_id) is not None
+    def find_dataset(dataset_id: str) -> DatasetRef | None:
+        dataset = datasets_repository.get_dataset(session, principal, dataset_id)
+        return None if dataset is None else DatasetRef(kind=dataset.kind, status=dataset.status)
 
-    errors = UriPolicy(settings, dataset_exists).violations(spec)
+    errors = UriPolicy(settings, find_dataset).violations(spec)
     if errors:
         raise UriNotAllowed(f"{len(errors)} URI(s) refused by the URI policy", errors=errors)
 

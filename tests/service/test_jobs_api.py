@@ -49,6 +49,15 @@ def test_invalid_spec_is_a_422_problem_with_field_errors(client, spec_body, disp
     assert dispatcher.sent == []
 
 
+def test_a_max_records_the_worker_cannot_slice_is_refused_at_submit(client, spec_body, dispatcher):
+    body = spec_body()
+    body["mixture"][0]["max_records"] = 10**30  # reached itertools.islice in the worker before (issue 15)
+    problem = client.post("/v1/jobs", json=body).json()
+    assert problem["code"] == "validation_error"
+    assert [e["loc"] for e in problem["errors"]] == [["body", "mixture", 0, "max_records"]]
+    assert dispatcher.sent == []
+
+
 def test_a_rolled_back_request_dispatches_nothing(make_client, new_key, spec_body, dispatcher, sessions, monkeypatch):
     from service.jobs import service
 
