@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import String, and_, cast, or_, select
 from sqlalchemy.orm import Session
 
 from service.auth import Principal, scoped
-from service.models import Dataset
+from service.models import FINAL_STATUSES, Dataset, Job
 
 
 def get_dataset(session: Session, principal: Principal, dataset_id: str) -> Dataset | None:
@@ -33,3 +33,16 @@ def list_datasets(
         newer_first = or_(Dataset.created_at < created, and_(Dataset.created_at == created, Dataset.id < dataset_id))
         stmt = stmt.where(newer_first)
     return list(session.scalars(stmt.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit)))
+
+
+def delete_dataset(session: Session, dataset: Dataset) -> None:
+    session.delete(dataset)
+    session.flush()
+
+
+def unfinished_jobs_naming(session: Session, tenant_id: str, dataset_id: str, limit: int = 5) -> list[str]:
+    """Ids of the tenant's jobs not yet final whose spec names dataset://`dataset_id` (ids have a fixed length,
+    so one id never contains another)."""
+    names_it = cast(Job.spec, String).contains(f"dataset://{dataset_id}", autoescape=True)
+    stmt = select(Job.id).where(Job.tenant_id == tenant_id, Job.status.not_in(FINAL_STATUSES), names_it)
+    return list(session.scalars(stmt.order_by(Job.id).limit(limit)))

@@ -6,11 +6,12 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, Field
 
 from lingudistill.spec import JobSpec
 from service.deps import BufferDep, PrincipalDep, SessionDep, StateDep
+from service.downloads import StoredFile, download_responses, file_response
 from service.errors import FieldError, InvalidParameter, NotFound, problem_responses
 from service.idempotency import service as idempotency
 from service.jobs import repository, service
@@ -210,28 +211,29 @@ def job_checkpoints(job_id: JobId, session: SessionDep, principal: PrincipalDep,
     return service.checkpoint_list(session, principal, job_id, state.storage, state.settings.presigned_url_expiry_s)
 
 
-FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/octet-stream": {}}, "description": "The file"},
-    **problem_responses(404),
-}
-
-
-def stream_file(ref: service.CheckpointFileRef, state: Any) -> StreamingResponse:
-    """A stored file with its length and sha256, so a client verifies what it received."""
-    headers = {"Content-Length": str(ref.size), "X-Checksum-Sha256": ref.sha256, "ETag": f'"{ref.sha256}"'}
-    return StreamingResponse(state.storage.iter_bytes(ref.key), media_type="application/octet-stream", headers=headers)
+def stored_file(ref: service.CheckpointFileRef) -> StoredFile:
+    """A checkpoint or model file with its sha256, so a client verifies what it received."""
+    return StoredFile(key=ref.key, size=ref.size, sha256=ref.sha256)
 
 
 @router.get(
     "/{job_id}/checkpoints/{step}/files/{path:path}",
     response_class=StreamingResponse,
-    responses=FILE_RESPONSES,
-    summary="Download one checkpoint file (local storage)",
+    responses=download_responses(),
+    summary="Download one checkpoint file (local storage); HEAD and Range supported",
 )
+@router.head("/{job_id}/checkpoints/{step}/files/{path:path}", include_in_schema=False)
 def checkpoint_file(
-    job_id: JobId, step: Step, path: str, session: SessionDep, principal: PrincipalDep, state: StateDep
-) -> StreamingResponse:
-    return stream_file(service.checkpoint_file(session, principal, job_id, step, path, state.storage), state)
+    job_id: JobId,
+    step: Step,
+    path: str,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    state: StateDep,
+) -> Response:
+    ref = service.checkpoint_file(session, principal, job_id, step, path, state.storage)
+    return file_response(request, state.storage, stored_file(ref))
 
 
 @router.get(
@@ -249,13 +251,17 @@ def job_model(job_id: JobId, session: SessionDep, principal: PrincipalDep, state
 @router.get(
     "/{job_id}/model/files/{path:path}",
     response_class=StreamingResponse,
-    responses=FILE_RESPONSES,
-    summary="Download one file of the repaired model (local storage)",
+    responses=download_responses(),
+    summary="Download one file of the repaired model (local storage); HEAD and Range supported",
+    description="`Range: bytes=FIRST-` resumes an interrupted download (206); `If-Range` with the ETag (the sha256) "
+    "makes sure the parts are of one file.",
 )
+@router.head("/{job_id}/model/files/{path:path}", include_in_schema=False)
 def model_file(
-    job_id: JobId, path: str, session: SessionDep, principal: PrincipalDep, state: StateDep
-) -> StreamingResponse:
-    return stream_file(service.model_file(session, principal, job_id, path, state.storage), state)
+    job_id: JobId, path: str, request: Request, session: SessionDep, principal: PrincipalDep, state: StateDep
+) -> Response:
+    ref = service.model_file(session, principal, job_id, path, state.storage)
+    return file_response(request, state.storage, stored_file(ref))
 
 
 @router.get(
@@ -322,10 +328,13 @@ def report_files(job_id: JobId, session: SessionDep, principal: PrincipalDep, st
 @router.get(
     "/{job_id}/report/files/{name}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"}, **problem_responses(404)},
-    summary="Download one report file (Markdown, JSON or a plot)",
+    responses=download_responses(),
+    summary="Download one report file (Markdown, JSON or a plot); HEAD and Range supported",
 )
-def report_file(job_id: JobId, name: str, session: SessionDep, principal: PrincipalDep, state: StateDep) -> Any:
+@router.head("/{job_id}/report/files/{name}", include_in_schema=False)
+def report_file(
+    job_id: JobId, name: str, request: Request, session: SessionDep, principal: PrincipalDep, state: StateDep
+) -> Response:
     job = service.load_job(session, principal, job_id)
     try:
         key = _artifact_prefix(job.id) + clean_key(name)
@@ -335,9 +344,6 @@ def report_file(job_id: JobId, name: str, session: SessionDep, principal: Princi
         raise ArtifactNotFound(f"job {job_id} has no report file {name!r}")
     media_type = ARTIFACT_MEDIA_TYPES.get(PurePosixPath(name).suffix, "application/octet-stream")
     # sandbox: an SVG or HTML file opened directly never runs script in this origin
-    headers = {
-        "Content-Length": str(state.storage.size(key)),
-        "Content-Security-Policy": "sandbox",
-        "X-Content-Type-Options": "nosniff",
-    }
-    return StreamingResponse(state.storage.iter_bytes(key), media_type=media_type, headers=headers)
+    headers = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+    file = StoredFile(key=key, size=state.storage.size(key), media_type=media_type, headers=headers)
+    return file_response(request, state.storage, file)

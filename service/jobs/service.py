@@ -121,6 +121,7 @@ def retry_job(session: Session, principal: Principal, job_id: str, settings: Set
     job = load_job(session, principal, job_id)
     if job.status not in (JobStatus.failed, JobStatus.cancelled):
         raise InvalidTransition(f"only failed or cancelled jobs can be retried; this one is {job.status.value}")
+    check_uris(session, principal, JobSpec.model_validate(job.spec), settings)  # a dataset may be gone since
     dispatch = _may_dispatch(session, principal, job.tenant_id, settings)
     if not repository.requeue_for_retry(session, job.id, job.attempt + settings.max_attempts, dispatch):
         raise InvalidTransition("the job changed state meanwhile")
