@@ -73,7 +73,14 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
         raise AttributeError(f"module 'lingudistill.evaluation' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"lingudistill.evaluation.{module}"), name)
+    module = importlib.import_module(f"lingudistill.evaluation.{module_name}")
+    # Bind every name loaded with it. Importing a submodule sets it as an attribute of this package, and the
+    # submodule `recovery` shares its name with the function `recovery`: the function must win, as it did when this
+    # file imported everything eagerly.
+    for exported, source in _EXPORTS.items():
+        if source == module_name:
+            globals()[exported] = getattr(module, exported)
+    return globals()[name]
