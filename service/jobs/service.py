@@ -6,6 +6,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from lingudistill.spec import JobSpec
 from service.auth import Principal
 from service.datasets import repository as datasets_repository
-from service.dispatch import DispatchBuffer
+from service.dispatch import DispatchBuffer, broker_honours_priority, broker_queue
 from service.errors import (
     CheckpointNotFound,
     InvalidTransition,
@@ -177,13 +178,49 @@ def progress_of(job: Job) -> Progress:
 def queue_info_of(session: Session, job: Job, settings: Settings) -> QueueInfo | None:
     if job.status is not JobStatus.queued:
         return None
-    position = repository.queue_position(session, job)
+    queue = broker_queue(settings, job.queue)
+    shared = None if queue != job.queue else queue  # the embedded broker's one queue holds every job
+    by_priority = broker_honours_priority(settings)
+    ahead = repository.queue_ahead(session, job, shared, by_priority)
+    wait = estimated_wait_s(session, shared, ahead.total)
     if job.held_reason:
         limit = tenant_limit(session, job.tenant_id, settings)
         reason = f"tenant limit of {limit} queued+running jobs reached; dispatched when one finishes"
     else:
-        reason = f"waiting for a worker on queue {job.queue} ({position} job(s) ahead)"
-    return QueueInfo(position=position, reason=reason, held=job.held_reason is not None)
+        order = "by priority, then in order of submission" if by_priority else "first in, first out"
+        reason = f"waiting for a worker on queue {queue} ({ahead.total} job(s) ahead, served {order})"
+    return QueueInfo(
+        position=ahead.total,
+        own_ahead=ahead.own,
+        reason=reason,
+        held=job.held_reason is not None,
+        queue=queue,
+        estimated_start_s=wait,
+        estimated_start_at=None if wait is None else utcnow() + timedelta(seconds=wait),
+    )
+
+
+def estimated_wait_s(session: Session, queue: str | None, ahead: int) -> float | None:
+    """A rough start estimate: the soonest a running job on the queue ends, then one mean run time of its last
+    succeeded jobs per job ahead, shared by the slots now busy. None until a job there has succeeded."""
+    durations = repository.recent_run_durations(session, queue)
+    if not durations:
+        return None
+    mean = sum(durations) / len(durations)
+    running = repository.running_jobs(session, queue)
+    slots = max(len(running), 1)
+    first_free = min((_remaining_s(r, mean) for r in running), default=0.0)
+    return round(first_free + ahead * mean / slots, 1)
+
+
+def _remaining_s(job: repository.RunningJob, mean_s: float) -> float:
+    """Its ETA from progress when known, else what remains of a mean run."""
+    if job.step is not None and job.total_steps and job.step_time_s:
+        return max(job.total_steps - job.step, 0) * job.step_time_s
+    if job.started_at is None:
+        return mean_s
+    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
+    return max(mean_s - (utcnow() - started).total_seconds(), 0.0)
 
 
 def job_view(job: Job, queue_info: QueueInfo | None = None) -> JobOut:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -165,12 +166,60 @@ def test_queue_position_and_tenant_limit(make_client, new_key, spec_body, sessio
         assert [j.job_id for j in released] == [urgent["id"]]
         repository.mark_dispatched(session, [urgent["id"]])
         session.commit()
-    assert client.get(f"/v1/jobs/{urgent['id']}").json()["queue_info"] == {
-        "position": 0,
-        "reason": "waiting for a worker on queue qpos (0 job(s) ahead)",
-        "held": False,
+    # the embedded broker is one first-in-first-out queue: the urgent job, sent last, waits behind the second
+    info = client.get(f"/v1/jobs/{urgent['id']}").json()["queue_info"]
+    assert (info["position"], info["own_ahead"], info["held"], info["queue"]) == (1, 1, False, "gpu")
+    assert info["reason"] == "waiting for a worker on queue gpu (1 job(s) ahead, served first in, first out)"
+    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["position"] == 0
+
+
+REDIS_BROKER = f"redis://127.0.0.1:6379/{os.environ.get('LINGUDISTILL_TEST_REDIS_DB', '13')}"
+
+
+def test_with_redis_the_position_follows_priority_on_the_jobs_own_queue(make_client, new_key, spec_body):
+    mine, theirs = (make_client(new_key(), broker_url=REDIS_BROKER) for _ in range(2))
+    normal = spec_body(resources={"queue": "a100", "priority": 5})
+    first = mine.post("/v1/jobs", json=normal).json()
+    other_tenant = theirs.post("/v1/jobs", json=normal).json()
+    theirs.post("/v1/jobs", json=spec_body(resources={"queue": "h100", "priority": 9}))  # another queue
+    urgent = mine.post("/v1/jobs", json=spec_body(resources={"queue": "a100", "priority": 9})).json()
+    positions = {
+        name: mine.get(f"/v1/jobs/{job['id']}").json()["queue_info"]
+        for name, job in (("first", first), ("urgent", urgent))
     }
-    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["position"] == 1
+    assert (positions["urgent"]["position"], positions["urgent"]["own_ahead"]) == (0, 0)
+    assert (positions["first"]["position"], positions["first"]["own_ahead"]) == (1, 1)
+    assert positions["first"]["reason"] == (
+        "waiting for a worker on queue a100 (1 job(s) ahead, served by priority, then in order of submission)"
+    )
+    behind = theirs.get(f"/v1/jobs/{other_tenant['id']}").json()["queue_info"]
+    assert (behind["position"], behind["own_ahead"]) == (2, 0)  # two of another tenant's, shown as a count only
+    assert mine.get(f"/v1/jobs/{other_tenant['id']}").status_code == 404
+
+
+def test_the_estimated_start_follows_recent_run_times(client, spec_body, sessions):
+    now = utcnow()
+    for minutes in (100, 300):  # two recent runs: a mean of 200 s
+        done = client.post("/v1/jobs", json=spec_body()).json()
+        set_status(
+            sessions, done["id"], JobStatus.succeeded, started_at=now - timedelta(seconds=minutes), finished_at=now
+        )
+    ahead, waiting = (client.post("/v1/jobs", json=spec_body()).json() for _ in range(2))
+    info = client.get(f"/v1/jobs/{waiting['id']}").json()["queue_info"]
+    assert (info["position"], info["estimated_start_s"]) == (1, 200.0)  # no job running: one mean run per job ahead
+    running = client.post("/v1/jobs", json=spec_body()).json()
+    set_status(sessions, running["id"], JobStatus.running, started_at=now, step=10, total_steps=110, step_time_s=0.5)
+    info = client.get(f"/v1/jobs/{waiting['id']}").json()["queue_info"]
+    assert info["estimated_start_s"] == 50.0 + 200.0  # the running job's ETA, then one mean run
+    assert info["estimated_start_at"] is not None
+    set_status(sessions, ahead["id"], JobStatus.cancelled)
+    assert client.get(f"/v1/jobs/{waiting['id']}").json()["queue_info"]["estimated_start_s"] == 50.0
+
+
+def test_without_history_there_is_no_estimate(client, spec_body):
+    job = client.post("/v1/jobs", json=spec_body()).json()
+    info = client.get(f"/v1/jobs/{job['id']}").json()["queue_info"]
+    assert (info["position"], info["estimated_start_s"], info["estimated_start_at"]) == (0, None, None)
 
 
 def test_tenant_override_of_the_job_limit(make_client, new_key, spec_body, sessions):
