@@ -264,3 +264,24 @@ def test_report_not_ready_then_ready(client, spec_body, sessions):
     assert response.status_code == 404 and response.json()["code"] == "report_not_ready"
     set_status(sessions, job["id"], JobStatus.succeeded, report={"verdict": "pass", "recovery": 0.12})
     assert client.get(f"/v1/jobs/{job['id']}/report").json() == {"verdict": "pass", "recovery": 0.12}
+
+
+def test_a_failure_shows_no_worker_path_and_events_say_what_happened(client, spec_body, sessions):
+    job = client.post("/v1/jobs", json=spec_body()).json()
+    with sessions() as session:
+        claim = repository.claim_job(session, job["id"], "w", 60)
+        repository.append_event(session, job["id"], claim.attempt, "child_error", {"error": "OSError: /srv/w/j/x.bin"})
+        message = "DataError: /srv/worker/tmp/job_1/data/train.jsonl:3: no assistant turn"
+        repository.transition(session, job["id"], claim.attempt, JobStatus.failed, failure_reason="bad_input",
+                              failure_message=message)  # fmt: skip
+        session.commit()
+    shown = client.get(f"/v1/jobs/{job['id']}").json()
+    assert shown["failure_message"] == "DataError: .../train.jsonl:3: no assistant turn"
+    events = client.get(f"/v1/jobs/{job['id']}/events").json()["items"]
+    assert "/srv/" not in str(events)
+    assert [(e["level"], e["message"]) for e in events] == [
+        ("info", "Queued"),
+        ("info", "Validating"),
+        ("error", "Training process error: OSError: .../x.bin"),
+        ("error", "Failed (bad_input): DataError: .../train.jsonl:3: no assistant turn"),
+    ]

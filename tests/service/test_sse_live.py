@@ -83,7 +83,7 @@ def test_only_events_end_in_a_blank_line_and_they_say_what_happened(sse_server, 
     def finish_later() -> None:
         time.sleep(0.5)
         with session_scope(live_sessions) as session:
-            jobs.transition(session, job_id, attempt, JobStatus.failed, failure_reason="data",
+            jobs.transition(session, job_id, attempt, JobStatus.failed, failure_reason="bad_input",
                             failure_message="DataError: /srv/worker/tmp/job_1/train.jsonl:3: no messages")  # fmt: skip
 
     threading.Thread(target=finish_later).start()
@@ -98,4 +98,4 @@ def test_only_events_end_in_a_blank_line_and_they_say_what_happened(sse_server, 
     assert ": keep-alive\n" in text
     last = events[-1]
     assert '"level":"error"' in last and "/srv/worker" not in text
-    assert "Failed (data): DataError: .../train.jsonl:3: no messages" in last
+    assert "Failed (bad_input): DataError: .../train.jsonl:3: no messages" in last
