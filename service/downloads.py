@@ -102,9 +102,11 @@ def file_response(request: Request, storage: Storage, file: StoredFile) -> Respo
     return StreamingResponse(body, status_code=status, media_type=file.media_type, headers=headers)
 
 
-def download_responses(media_type: str = "application/octet-stream") -> dict[int | str, dict[str, Any]]:
-    """OpenAPI for a download route: the file, a part of it, and the problems."""
-    content = {media_type: {"schema": {"type": "string", "format": "binary"}}}
+def download_responses(*media_types: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI for a download route: the file (of one of `media_types`), a part of it, and the problems."""
+    content = {
+        t: {"schema": {"type": "string", "format": "binary"}} for t in media_types or ["application/octet-stream"]
+    }
     return {
         200: {"content": content, "description": "The file (HEAD: its headers alone)"},
         206: {"content": content, "description": "The requested `Range` of the file"},

@@ -101,7 +101,7 @@ def get_dataset(dataset_id: str, session: SessionDep, principal: PrincipalDep) -
 @router.get(
     "/{dataset_id}/content",
     response_class=StreamingResponse,
-    responses=download_responses(),
+    responses=download_responses(*service.MEDIA_TYPES.values()),
     summary="Download the dataset file as uploaded; HEAD and Range supported",
     description="The bytes uploaded, with their sha256 as ETag and X-Checksum-Sha256.",
 )

@@ -328,7 +328,7 @@ def report_files(job_id: JobId, session: SessionDep, principal: PrincipalDep, st
 @router.get(
     "/{job_id}/report/files/{name}",
     response_class=StreamingResponse,
-    responses=download_responses(),
+    responses=download_responses(*sorted({*ARTIFACT_MEDIA_TYPES.values(), "application/octet-stream"})),
     summary="Download one report file (Markdown, JSON or a plot); HEAD and Range supported",
 )
 @router.head("/{job_id}/report/files/{name}", include_in_schema=False)
