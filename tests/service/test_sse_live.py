@@ -99,3 +99,13 @@ def test_only_events_end_in_a_blank_line_and_they_say_what_happened(sse_server, 
     last = events[-1]
     assert '"level":"error"' in last and "/srv/worker" not in text
     assert "Failed (bad_input): DataError: .../train.jsonl:3: no messages" in last
+
+
+@pytest.mark.parametrize("value", [str(2**63).encode(), b"\xb2", b"9" * 5000])
+def test_a_bad_last_event_id_is_a_problem_before_any_stream_byte(sse_server, key, spec_body, value):
+    """Before, 2^63 got a 200 and then a cut stream, so a browser reconnected forever."""
+    job_id = submit(sse_server, key.key, spec_body)
+    headers = {"Authorization": f"Bearer {key.key}", "Accept": "text/event-stream", "Last-Event-ID": value}
+    response = httpx.get(f"{sse_server}/v1/jobs/{job_id}/events", headers=headers, timeout=10)
+    assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["loc"] == ["header", "last-event-id"]
