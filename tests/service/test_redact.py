@@ -27,3 +27,14 @@ def test_worker_paths_are_cut_and_uris_kept(text, shown):
 def test_every_string_of_event_data_is_redacted():
     data = {"error": "OSError: /srv/w/a.bin", "nested": [{"traceback": "at /srv/w/x.py"}], "step": 3}
     assert redact_data(data) == {"error": "OSError: .../a.bin", "nested": [{"traceback": "at .../x.py"}], "step": 3}
+
+
+def test_a_failed_job_webhook_carries_no_worker_path():
+    from service.models import JobEvent, utcnow
+    from service.webhooks.delivery import payload_of
+    from service.webhooks.repository import EventRow
+
+    data = {"status": "failed", "failure_message": "OSError: /srv/worker/tmp/job/model.bin: disk full"}
+    event = JobEvent(id=7, job_id="job_1", attempt=1, type="status", data=data, created_at=utcnow())
+    payload = payload_of(EventRow(event, "t", "repair", None), "job.failed")
+    assert payload["data"]["failure_message"] == "OSError: .../model.bin: disk full"
