@@ -97,7 +97,7 @@ class TrainingSpec(StrictModel):
 class EvalSuite(StrictModel):
     name: Name = Field(description="Suite name as shown in the report.")
     uri: Uri = Field(description="JSONL of {question, choices, answer, image?} or {question, answer, image?}.")
-    max_items: int | None = Field(None, ge=1, description="Evaluate at most this many items.")
+    max_items: int | None = Field(None, ge=1, le=10**12, description="Evaluate at most this many items.")
 
 
 class GatesSpec(StrictModel):
@@ -116,7 +116,7 @@ class HarnessSpec(StrictModel):
     include_path: Uri | None = Field(
         None, description="A local folder of task YAMLs (a path or file://; relative to the spec's folder)."
     )
-    limit: int | None = Field(None, ge=1, description="Score at most this many documents per task.")
+    limit: int | None = Field(None, ge=1, le=10**9, description="Score at most this many documents per task.")
 
     @field_validator("tasks")
     @classmethod
@@ -140,7 +140,9 @@ class EvaluationSpec(StrictModel):
     harness: HarnessSpec | None = Field(
         None, description="lm-evaluation-harness tasks, scored and reported like the language suites."
     )
-    every: int | None = Field(None, ge=1, description="Also evaluate every N steps (None: only at the end).")
+    every: int | None = Field(
+        None, ge=1, le=10_000_000, description="Also evaluate every N steps (None: only at the end)."
+    )
     batch_size: int = Field(16, ge=1, le=4096, description="Evaluation batch size.")
     gates: GatesSpec = Field(default_factory=GatesSpec)
 
@@ -163,7 +165,9 @@ class ResourcesSpec(StrictModel):
         "gpu", description="Worker queue (one per GPU kind)."
     )
     priority: int = Field(5, ge=0, le=9, description="Queue priority, 9 is most urgent.")
-    max_runtime_s: int | None = Field(None, ge=60, description="Hard wall-clock limit of one attempt.")
+    max_runtime_s: int | None = Field(
+        None, ge=60, le=366 * 86400, description="Hard wall-clock limit of one attempt (at most a year)."
+    )
 
 
 class JobSpec(StrictModel):

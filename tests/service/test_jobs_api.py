@@ -50,12 +50,19 @@ def test_invalid_spec_is_a_422_problem_with_field_errors(client, spec_body, disp
     assert dispatcher.sent == []
 
 
-def test_a_max_records_the_worker_cannot_slice_is_refused_at_submit(client, spec_body, dispatcher):
+def test_counts_the_worker_cannot_use_are_refused_at_submit(client, spec_body, dispatcher):
     body = spec_body()
     body["mixture"][0]["max_records"] = 10**30  # reached itertools.islice in the worker before (issue 15)
+    body["evaluation"] = {"language": [{"name": "e", "uri": "s3://data/e.jsonl", "max_items": 10**30}], "every": 10**30}
+    body["resources"] = {"max_runtime_s": 10**30}
     problem = client.post("/v1/jobs", json=body).json()
     assert problem["code"] == "validation_error"
-    assert [e["loc"] for e in problem["errors"]] == [["body", "mixture", 0, "max_records"]]
+    assert sorted(e["loc"] for e in problem["errors"]) == [
+        ["body", "evaluation", "every"],
+        ["body", "evaluation", "language", 0, "max_items"],
+        ["body", "mixture", 0, "max_records"],
+        ["body", "resources", "max_runtime_s"],
+    ]
     assert dispatcher.sent == []
 
 
