@@ -46,3 +46,11 @@ def unfinished_jobs_naming(session: Session, tenant_id: str, dataset_id: str, li
     names_it = cast(Job.spec, String).contains(f"dataset://{dataset_id}", autoescape=True)
     stmt = select(Job.id).where(Job.tenant_id == tenant_id, Job.status.not_in(FINAL_STATUSES), names_it)
     return list(session.scalars(stmt.order_by(Job.id).limit(limit)))
+
+
+def get_dataset_locked(session: Session, principal: Principal, dataset_id: str, *, exclusive: bool) -> Dataset | None:
+    """The dataset with its row locked until the transaction ends (Postgres; SQLite serialises writers anyway): a
+    submission naming it takes a shared lock and a deletion an exclusive one, so a job is never committed naming a
+    dataset deleted meanwhile, and a deletion never misses a job committed meanwhile."""
+    stmt = scoped(select(Dataset), Dataset, principal).where(Dataset.id == dataset_id)
+    return session.scalar(stmt.with_for_update(read=not exclusive))

@@ -171,7 +171,9 @@ def delete_dataset(session: Session, storage: Storage, principal: Principal, dat
     """Refused while a queued or running job names the dataset; a finished job keeps its results, and a retry of
     a failed or cancelled one that names it is refused (the retry checks its URIs again). The row goes first: if
     removing the file fails, the transaction rolls back and both stay."""
-    dataset = load_dataset(session, principal, dataset_id)
+    dataset = repository.get_dataset_locked(session, principal, dataset_id, exclusive=True)
+    if dataset is None:
+        raise DatasetNotFound(f"no dataset {dataset_id}")
     users = repository.unfinished_jobs_naming(session, dataset.tenant_id, dataset.id)
     if users:
         raise DatasetInUse(f"dataset {dataset.id} is named by job(s) {', '.join(users)}: cancel them or let them end")

@@ -54,7 +54,7 @@ def load_job(session: Session, principal: Principal, job_id: str) -> Job:
 
 def check_uris(session: Session, principal: Principal, spec: JobSpec, settings: Settings) -> None:
     def find_dataset(dataset_id: str) -> DatasetRef | None:
-        dataset = datasets_repository.get_dataset(session, principal, dataset_id)
+        dataset = datasets_repository.get_dataset_locked(session, principal, dataset_id, exclusive=False)
         return None if dataset is None else DatasetRef(kind=dataset.kind, status=dataset.status)
 
     errors = UriPolicy(settings, find_dataset).violations(spec)
