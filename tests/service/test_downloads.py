@@ -18,6 +18,7 @@ from service.downloads import iter_range
 from service.settings import Settings
 from service.storage import LocalStorage
 from tests.service.conftest import free_port
+from tests.service.live import end_live_jobs_fixture  # noqa: F401 (the end_live_jobs fixture)
 from tests.service.test_model_api import _store_model
 
 WEIGHTS = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable
@@ -109,11 +110,12 @@ def server(live_sessions, tmp_path_factory) -> Iterator[tuple[str, LocalStorage]
     thread.join(timeout=5)
 
 
-def test_an_interrupted_model_download_resumes_where_it_stopped(server, live_key, spec_body):
+def test_an_interrupted_model_download_resumes_where_it_stopped(server, live_key, spec_body, end_live_jobs):
     base, storage = server
     headers = {"Authorization": f"Bearer {live_key}"}
     with httpx.Client(base_url=base, headers=headers) as http:
-        job_id = http.post("/v1/jobs", json=spec_body(resources={"queue": "downloads"})).json()["id"]
+        job_id = http.post("/v1/jobs", json=spec_body("resume", resources={"queue": "downloads"})).json()["id"]
+        end_live_jobs.append(job_id)
         _store_model(storage, job_id, {"model.safetensors": WEIGHTS})
         url = f"/v1/jobs/{job_id}/model/files/model.safetensors"
         with http.stream("GET", url) as response:  # the connection drops after the first bytes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -160,8 +161,9 @@ def test_queue_position_and_tenant_limit(make_client, new_key, spec_body, sessio
     body = spec_body(resources={"queue": "qpos", "priority": 5})
     first, second, third = (client.post("/v1/jobs", json=body).json() for _ in range(3))
     urgent = client.post("/v1/jobs", json=spec_body(resources={"queue": "qpos", "priority": 9})).json()
-    assert client.get(f"/v1/jobs/{first['id']}").json()["queue_info"]["position"] == 0
-    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["position"] == 1
+    # the embedded broker's one queue holds every job: `base` counts those other tests left queued (committed)
+    base = client.get(f"/v1/jobs/{first['id']}").json()["queue_info"]["position"]
+    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["position"] == base + 1
     held = client.get(f"/v1/jobs/{third['id']}").json()["queue_info"]
     assert held["held"] and "tenant limit of 2" in held["reason"]
     assert client.get(f"/v1/jobs/{urgent['id']}").json()["queue_info"]["held"]
@@ -175,9 +177,9 @@ def test_queue_position_and_tenant_limit(make_client, new_key, spec_body, sessio
         session.commit()
     # the embedded broker is one first-in-first-out queue: the urgent job, sent last, waits behind the second
     info = client.get(f"/v1/jobs/{urgent['id']}").json()["queue_info"]
-    assert (info["position"], info["own_ahead"], info["held"], info["queue"]) == (1, 1, False, "gpu")
-    assert info["reason"] == "waiting for a worker on queue gpu (1 job(s) ahead, served first in, first out)"
-    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["position"] == 0
+    assert (info["position"], info["own_ahead"], info["held"], info["queue"]) == (base + 1, 1, False, "gpu")
+    assert info["reason"] == f"waiting for a worker on queue gpu ({base + 1} job(s) ahead, served first in, first out)"
+    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["position"] == base
 
 
 REDIS_BROKER = f"redis://127.0.0.1:6379/{os.environ.get('LINGUDISTILL_TEST_REDIS_DB', '13')}"
@@ -185,11 +187,12 @@ REDIS_BROKER = f"redis://127.0.0.1:6379/{os.environ.get('LINGUDISTILL_TEST_REDIS
 
 def test_with_redis_the_position_follows_priority_on_the_jobs_own_queue(make_client, new_key, spec_body):
     mine, theirs = (make_client(new_key(), broker_url=REDIS_BROKER) for _ in range(2))
-    normal = spec_body(resources={"queue": "a100", "priority": 5})
+    a100, h100 = f"a100-{secrets.token_hex(3)}", f"h100-{secrets.token_hex(3)}"  # queues of this test alone
+    normal = spec_body(resources={"queue": a100, "priority": 5})
     first = mine.post("/v1/jobs", json=normal).json()
     other_tenant = theirs.post("/v1/jobs", json=normal).json()
-    theirs.post("/v1/jobs", json=spec_body(resources={"queue": "h100", "priority": 9}))  # another queue
-    urgent = mine.post("/v1/jobs", json=spec_body(resources={"queue": "a100", "priority": 9})).json()
+    theirs.post("/v1/jobs", json=spec_body(resources={"queue": h100, "priority": 9}))  # another queue
+    urgent = mine.post("/v1/jobs", json=spec_body(resources={"queue": a100, "priority": 9})).json()
     positions = {
         name: mine.get(f"/v1/jobs/{job['id']}").json()["queue_info"]
         for name, job in (("first", first), ("urgent", urgent))
@@ -197,14 +200,22 @@ def test_with_redis_the_position_follows_priority_on_the_jobs_own_queue(make_cli
     assert (positions["urgent"]["position"], positions["urgent"]["own_ahead"]) == (0, 0)
     assert (positions["first"]["position"], positions["first"]["own_ahead"]) == (1, 1)
     assert positions["first"]["reason"] == (
-        "waiting for a worker on queue a100 (1 job(s) ahead, served by priority, then in order of submission)"
+        f"waiting for a worker on queue {a100} (1 job(s) ahead, served by priority, then in order of submission)"
     )
     behind = theirs.get(f"/v1/jobs/{other_tenant['id']}").json()["queue_info"]
     assert (behind["position"], behind["own_ahead"]) == (2, 0)  # two of another tenant's, shown as a count only
     assert mine.get(f"/v1/jobs/{other_tenant['id']}").status_code == 404
 
 
-def test_the_estimated_start_follows_recent_run_times(client, spec_body, sessions):
+@pytest.fixture
+def own_queue(make_client, new_key, spec_body):
+    """A client on a Redis broker, whose queues are separate, and a spec on a queue of this test's own."""
+    queue = f"q-{secrets.token_hex(4)}"
+    return make_client(new_key(), broker_url=REDIS_BROKER), lambda: spec_body(resources={"queue": queue})
+
+
+def test_the_estimated_start_follows_recent_run_times(own_queue, sessions):
+    client, spec_body = own_queue
     now = utcnow()
     for minutes in (100, 300):  # two recent runs: a mean of 200 s
         done = client.post("/v1/jobs", json=spec_body()).json()
@@ -223,7 +234,8 @@ def test_the_estimated_start_follows_recent_run_times(client, spec_body, session
     assert client.get(f"/v1/jobs/{waiting['id']}").json()["queue_info"]["estimated_start_s"] == 50.0
 
 
-def test_without_history_there_is_no_estimate(client, spec_body):
+def test_without_history_there_is_no_estimate(own_queue):
+    client, spec_body = own_queue
     job = client.post("/v1/jobs", json=spec_body()).json()
     info = client.get(f"/v1/jobs/{job['id']}").json()["queue_info"]
     assert (info["position"], info["estimated_start_s"], info["estimated_start_at"]) == (0, None, None)

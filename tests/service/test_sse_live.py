@@ -22,6 +22,7 @@ from service.models import JobStatus
 from service.settings import Settings
 from service.storage import LocalStorage
 from tests.service.conftest import free_port
+from tests.service.live import end_live_jobs_fixture  # noqa: F401 (the end_live_jobs fixture)
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +51,21 @@ def key(live_sessions):
         return keys.create_key(session, f"sse-{secrets.token_hex(3)}")
 
 
-def submit(base: str, token: str, spec_body) -> str:
-    headers = {"Authorization": f"Bearer {token}"}
-    return httpx.post(f"{base}/v1/jobs", json=spec_body(resources={"queue": "sse"}), headers=headers).json()["id"]
+@pytest.fixture
+def submit(sse_server, spec_body, end_live_jobs):
+    def post(token: str) -> str:
+        body = spec_body("sse", resources={"queue": "sse"})
+        job_id = httpx.post(f"{sse_server}/v1/jobs", json=body, headers={"Authorization": f"Bearer {token}"}).json()[
+            "id"
+        ]
+        end_live_jobs.append(job_id)
+        return job_id
+
+    return post
 
 
-def test_keepalives_dispatch_no_event_and_revoking_the_key_ends_the_stream(sse_server, key, live_sessions, spec_body):
-    job_id = submit(sse_server, key.key, spec_body)
+def test_keepalives_dispatch_no_event_and_revoking_the_key_ends_the_stream(sse_server, key, live_sessions, submit):
+    job_id = submit(key.key)
 
     def revoke_later() -> None:
         time.sleep(0.6)  # several keep-alives go out first
@@ -75,8 +84,8 @@ def test_keepalives_dispatch_no_event_and_revoking_the_key_ends_the_stream(sse_s
     assert all(e.data for e in events)  # a keep-alive ending in a blank line would add an empty event here
 
 
-def test_only_events_end_in_a_blank_line_and_they_say_what_happened(sse_server, key, live_sessions, spec_body):
-    job_id = submit(sse_server, key.key, spec_body)
+def test_only_events_end_in_a_blank_line_and_they_say_what_happened(sse_server, key, live_sessions, submit):
+    job_id = submit(key.key)
     with session_scope(live_sessions) as session:
         attempt = jobs.claim_job(session, job_id, "w", 60).attempt
 
@@ -102,9 +111,9 @@ def test_only_events_end_in_a_blank_line_and_they_say_what_happened(sse_server, 
 
 
 @pytest.mark.parametrize("value", [str(2**63).encode(), b"\xb2", b"9" * 5000])
-def test_a_bad_last_event_id_is_a_problem_before_any_stream_byte(sse_server, key, spec_body, value):
+def test_a_bad_last_event_id_is_a_problem_before_any_stream_byte(sse_server, key, submit, value):
     """Before, 2^63 got a 200 and then a cut stream, so a browser reconnected forever."""
-    job_id = submit(sse_server, key.key, spec_body)
+    job_id = submit(key.key)
     headers = {"Authorization": f"Bearer {key.key}", "Accept": "text/event-stream", "Last-Event-ID": value}
     response = httpx.get(f"{sse_server}/v1/jobs/{job_id}/events", headers=headers, timeout=10)
     assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
