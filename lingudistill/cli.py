@@ -11,15 +11,21 @@ import json
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
-from pydantic import ValidationError
 
-from lingudistill.spec import JobSpec, SpecError, load_spec
+from lingudistill.spec import JobSpec, SpecError, local_input_problems, read_spec
 
 # transformers and torch are imported inside the commands that need them: `lingudistill submit --help` and the
-# service's commands must start in a blink, not after loading a deep-learning stack.
+# service's commands must start in a blink, not after loading a deep-learning stack. `train` and `validate` read
+# and check the spec (and that its local files exist) first, so a typo is answered before torch is imported.
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  done (validate: the spec, its models and its data are valid)
+  1  an unexpected error (the traceback says where)
+  2  invalid input: the spec, its models or data, or the command line"""
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -60,7 +66,11 @@ class PluginGroup(click.Group):
             return _unavailable(name, exc)
 
 
-@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=PluginGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+    epilog=EXIT_CODES_HELP + "\n\nsubmit and jobs have their own (see their --help).",
+)
 @click.version_option(package_name="lingudistill")
 def main() -> None:
     """LinguDistill: repair a vision-language model's language ability by distilling from its original LM."""
@@ -73,21 +83,24 @@ def _quiet_transformers() -> None:
 
 
 def _load(spec_path: str) -> JobSpec:
+    """The spec, with every local file it names present; else each problem on stderr and exit code 2."""
     try:
-        return load_spec(spec_path)
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(spec)'}: {e['msg']}" for e in exc.errors()]
-        raise click.ClickException(f"invalid spec {spec_path}:\n" + "\n".join(lines)) from exc
+        spec = read_spec(spec_path)
     except SpecError as exc:
-        raise click.ClickException(str(exc)) from exc
+        _fail(exc)
+    problems = local_input_problems(spec)
+    if problems:
+        _fail("\n  ".join([f"spec {spec_path} names what does not exist:", *problems]))
+    return spec
 
 
-def _fail(exc: Exception) -> None:
-    click.secho(f"error: {exc}", fg="red", err=True)
+def _fail(problem: Exception | str) -> NoReturn:
+    """Every input error of every command: one `error:` prefix on stderr, exit code 2."""
+    click.secho(f"error: {problem}", fg="red", err=True)
     sys.exit(2)
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--resume", is_flag=True, help="Continue from the newest complete checkpoint in the output folder.")
@@ -98,10 +111,10 @@ def train(spec_path: str, output: str, resume: bool) -> None:
     loadable with from_pretrained), OUTPUT/checkpoints/, and OUTPUT/report.json + report.md when the spec
     has evaluation suites.
     """
+    spec = _load(spec_path).resolved()
     from lingudistill.pipeline import run_job
 
     _quiet_transformers()
-    spec = _load(spec_path).resolved()
     click.echo(f"job {spec.name}: seed {spec.seed}, {spec.training.max_steps} steps -> {output}")
     try:
         result = run_job(spec, Path(output), resume=resume, progress=True)
@@ -116,14 +129,14 @@ def train(spec_path: str, output: str, resume: bool) -> None:
             click.echo(line)
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 def validate(spec_path: str) -> None:
     """Check the spec, the models (loading, compatibility) and every data record, without training."""
+    spec = _load(spec_path)
     from lingudistill.pipeline import validate as validate_job
 
     _quiet_transformers()
-    spec = _load(spec_path)
     try:
         checked = validate_job(spec)
     except user_errors() as exc:
@@ -145,14 +158,32 @@ def toy_build(folder: str, seed: int) -> None:
     from lingudistill.toy import build_toy_world
 
     spec_path = build_toy_world(Path(folder), seed=seed, progress=True)
-    click.echo(str(spec_path))
+    for line in _toy_next_steps(spec_path):
+        click.echo(line, err=True)
+    click.echo(str(spec_path))  # alone on the last line of stdout, for scripts
+
+
+def _toy_next_steps(spec_path: Path) -> list[str]:
+    output = spec_path.parent / "run"
+    steps = [
+        (f"lingudistill validate {spec_path}", "models, data and spec, without training"),
+        (f"lingudistill train {spec_path} --output {output}", f"the job here; then {output}/report.md"),
+        ("make demo", "the same job through the service and its web UI"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    return ["next steps:", *(f"  {command:<{width}}  # {why}" for command, why in steps)]
 
 
 def _unavailable(name: str, exc: ImportError) -> click.Command:
-    @click.command(name, help=f"(unavailable: {exc})", context_settings={"ignore_unknown_options": True})
+    # every plugin command (serve, db, keys, worker, submit, jobs) ships in the service extra
+    reason = f'{exc.name or exc} is not installed; install the service extra: pip install "lingudistill[service]"'
+    context = {"ignore_unknown_options": True, "help_option_names": []}
+
+    @click.command(name, help=f"(unavailable: {reason})", context_settings=context)
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def command(args: tuple[str, ...]) -> None:
-        raise click.ClickException(f"`lingudistill {name}` is unavailable: {exc}")
+        click.secho(f"error: `lingudistill {name}` is unavailable: {reason}", fg="red", err=True)
+        sys.exit(3 if name in ("submit", "jobs") else 1)  # submit and jobs: 3 is "no verdict" to a CI gate
 
     return command
 

@@ -6,13 +6,15 @@ generated seed, so the stored spec alone reproduces the run.
 
 from __future__ import annotations
 
+import difflib
 import json
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 KVSharing = Literal["prompt", "visual", "visual_system", "off"]
 KDSources = Literal["selective", "all", "none"]
@@ -24,6 +26,19 @@ Uri = Annotated[str, Field(min_length=1, max_length=2048)]
 NO_NUL = r"^[^\x00]*$"  # labels are stored as JSON text, which cannot hold a NUL character (Postgres jsonb)
 LabelKey = Annotated[str, Field(max_length=64, pattern=NO_NUL)]
 LabelValue = Annotated[str, Field(max_length=256, pattern=NO_NUL)]
+
+
+UriRole = Literal["model", "training", "evaluation", "harness"]
+SpecPath = tuple[str | int, ...]
+
+
+class UriField(NamedTuple):
+    """One URI the spec names: where (`path` into the spec, e.g. ("mixture", 0, "uri")), what it holds and its label."""
+
+    path: SpecPath
+    uri: str
+    role: UriRole  # model: student/teacher; training: a mixture source; evaluation: a suite; harness: task YAMLs
+    label: str  # for messages: "teacher", "mixture text", "language suite knowledge"
 
 
 class StrictModel(BaseModel):
@@ -211,6 +226,33 @@ class JobSpec(StrictModel):
             raise ValueError("the spec is not resolved: call resolved() first")
         return self.training.seed
 
+    def uri_fields(self) -> list[UriField]:
+        """Every URI in the spec, the one list: the service's URI policy checks them, the client uploads the local
+        data files among them, and relative paths are made absolute through it."""
+        fields = [UriField(("student",), self.student, "model", "student")]
+        fields.append(UriField(("teacher",), self.teacher, "model", "teacher"))
+        for i, source in enumerate(self.mixture):
+            fields.append(UriField(("mixture", i, "uri"), source.uri, "training", f"mixture {source.name}"))
+        for group in ("language", "vision"):
+            for i, suite in enumerate(getattr(self.evaluation, group)):
+                label = f"{group} suite {suite.name}"
+                fields.append(UriField(("evaluation", group, i, "uri"), suite.uri, "evaluation", label))
+        harness = self.evaluation.harness
+        if harness is not None and harness.include_path is not None:
+            path: SpecPath = ("evaluation", "harness", "include_path")
+            fields.append(UriField(path, harness.include_path, "harness", "harness include_path"))
+        return fields
+
+    def with_uris(self, uris: Mapping[SpecPath, str]) -> JobSpec:
+        """A copy with the URIs at these `uri_fields()` paths replaced."""
+        data = self.model_dump()
+        for path, uri in uris.items():
+            parent = data
+            for part in path[:-1]:
+                parent = parent[part]
+            parent[path[-1]] = uri
+        return JobSpec.model_validate(data)
+
     def distills(self, source: MixtureSource) -> bool:
         """Whether the KD term applies to examples from `source`."""
         if self.method.kd_sources == "none" or self.method.kd_weight == 0:
@@ -225,23 +267,159 @@ class SpecError(ValueError):
 def load_spec(path: str | Path) -> JobSpec:
     """Load a spec from YAML or JSON. Relative local URIs are taken relative to the spec's folder."""
     path = Path(path)
+    data = parse_spec_text(read_spec_text(path), str(path))
+    spec = JobSpec.model_validate(data)
+    base = path.parent.resolve()
+    return spec.with_uris({f.path: str(local_path(f.uri, base)) for f in spec.uri_fields() if is_local_uri(f.uri)})
+
+
+def read_spec(path: str | Path) -> JobSpec:
+    """`load_spec` for a person at a terminal: every problem in one SpecError, each line giving the file, the
+    YAML line and column, the field and, for a misspelt field, the closest valid name."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return load_spec(path)
+    except ValidationError as exc:
+        raise SpecError(explain_validation_error(exc, read_spec_text(Path(path)), str(path))) from exc
+
+
+def read_spec_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read spec {path}: {exc.strerror}") from exc
-    data = parse_spec_text(text, str(path))
-    spec = JobSpec.model_validate(data)
-    return spec.model_copy(update=_absolute_local_uris(spec, path.parent.resolve()))
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"cannot read spec {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
 def parse_spec_text(text: str, origin: str = "<spec>") -> Any:
     try:
         data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SpecError(f"{origin}: not valid YAML or JSON: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{origin}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{_yaml_position(exc, origin)}: not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise SpecError(f"{origin}: a spec must be a mapping at the top level")
     return data
+
+
+def _yaml_position(exc: yaml.YAMLError, origin: str) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark is not None else origin
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    return ", ".join(p for p in parts if p) or str(exc)
+
+
+# --- explaining validation errors ---------------------------------------------------------------------------------
+def explain_validation_error(exc: ValidationError, text: str | None = None, origin: str = "spec") -> str:
+    """One line per error: `origin:line:col: field.path: message`, with the position when `text` (the YAML or
+    JSON the spec was read from) locates the field, and "did you mean" for an unknown field."""
+    root = _yaml_tree(text)
+    problems = sorted(_explain_one(error, root) for error in exc.errors())  # in file order
+    lines = [f"{origin}:{line}:{column}: {text}" if line else f"{origin}: {text}" for line, column, text in problems]
+    return f"invalid spec {origin}:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _explain_one(error: Any, root: yaml.Node | None) -> tuple[int, int, str]:
+    """(line, column, "field: message"), 1-based; line 0 when the file does not locate the field."""
+    loc = tuple(error["loc"])
+    field = ".".join(str(part) for part in loc) or "(spec)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden" and loc:
+        message = "unknown field" + _did_you_mean(loc)
+    if error["type"] == "missing":
+        message = "required field is missing"
+    mark = _mark_of(root, loc, point_at_key=error["type"] == "extra_forbidden")
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+    return line, column, f"{field}: {message}"
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else f"; valid fields: {', '.join(model.model_fields)}"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The spec model found at `loc` (list indices skipped: their element type is the model)."""
+    model: type[BaseModel] = JobSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        inner = _model_in(field.annotation) if field is not None else None
+        if inner is None:
+            return None
+        model = inner
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((found for arg in get_args(annotation) if (found := _model_in(arg)) is not None), None)
+
+
+def _yaml_tree(text: str | None) -> yaml.Node | None:
+    """The YAML node tree, which knows where every value starts (JSON parses as YAML too); None when absent."""
+    if text is None:
+        return None
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+
+
+def _mark_of(root: yaml.Node | None, loc: tuple[Any, ...], *, point_at_key: bool) -> yaml.Mark | None:
+    """Where the deepest node of `loc` present in the file starts: the key for an unknown field, else the value."""
+    node, mark = root, root.start_mark if root is not None else None
+    for depth, part in enumerate(loc):
+        last = depth == len(loc) - 1
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+            if pair is None:
+                break
+            node = pair[1]
+            mark = (pair[0] if last and point_at_key else pair[1]).start_mark
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            mark = node.start_mark
+        else:
+            break
+    return mark
+
+
+def local_input_problems(spec: JobSpec) -> list[str]:
+    """Local files and folders the spec names that do not exist, each with its field: checked in a blink, before
+    models or data are loaded (or datasets uploaded)."""
+    problems = [problem for role in ("student", "teacher") if (problem := _local_model_problem(spec, role))]
+    named = [(f"mixture {s.name}", s.uri) for s in spec.mixture]
+    named += [
+        (f"{group} suite {s.name}", s.uri) for group in ("language", "vision") for s in getattr(spec.evaluation, group)
+    ]
+    for what, uri in named:
+        if is_local_uri(uri) and not local_path(uri).exists():
+            problems.append(f"{what}: file not found: {local_path(uri)}")
+    return problems
+
+
+def _local_model_problem(spec: JobSpec, role: str) -> str | None:
+    uri = getattr(spec, role)
+    if not is_local_uri(uri):
+        return None  # s3:// and hf:// are checked where they are fetched
+    path = local_path(uri)
+    if not path.exists():
+        return f"{role}: model not found: {path}"
+    if not (path / "config.json").is_file():
+        return f"{role}: {path} is not a Hugging Face model folder (no config.json)"
+    if not any(path.glob("*.safetensors")):
+        return f"{role}: {path} has no .safetensors weights (pickled weights are never loaded)"
+    return None
 
 
 def is_local_uri(uri: str) -> bool:
@@ -255,21 +433,3 @@ def local_path(uri: str, base: Path | None = None) -> Path:
     if not path.is_absolute() and base is not None:
         path = base / path
     return path
-
-
-def _absolute_local_uris(spec: JobSpec, base: Path) -> dict[str, Any]:
-    def fix(uri: str) -> str:
-        return str(local_path(uri, base)) if is_local_uri(uri) else uri
-
-    mixture = [s.model_copy(update={"uri": fix(s.uri)}) for s in spec.mixture]
-    harness = spec.evaluation.harness
-    if harness is not None and harness.include_path is not None:
-        harness = harness.model_copy(update={"include_path": fix(harness.include_path)})
-    evaluation = spec.evaluation.model_copy(
-        update={
-            "language": [s.model_copy(update={"uri": fix(s.uri)}) for s in spec.evaluation.language],
-            "vision": [s.model_copy(update={"uri": fix(s.uri)}) for s in spec.evaluation.vision],
-            "harness": harness,
-        }
-    )
-    return {"student": fix(spec.student), "teacher": fix(spec.teacher), "mixture": mixture, "evaluation": evaluation}

@@ -8,6 +8,15 @@ from typing import Any
 
 import click
 
+SERVICE_EXTRA_HINT = 'install the service extra: pip install "lingudistill[service]"'
+
+
+class ServeError(click.ClickException):
+    """Shown with the `error:` prefix every lingudistill command uses (click's own is `Error:`)."""
+
+    def show(self, file: Any = None) -> None:
+        click.secho(f"error: {self.format_message()}", err=True, fg="red")
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -21,25 +30,71 @@ import click
 )
 @click.option("--no-migrate", is_flag=True, help="Do not apply migrations before starting.")
 def serve(host: str, port: int, workers: int, embedded_workers: int | None, no_migrate: bool) -> None:
-    """Run the API."""
+    """Run the API (and, with no broker configured, its embedded job workers).
+
+    SIGTERM or Ctrl-C stops the API and every embedded worker with it (their training children follow).
+    """
     import os
 
-    import uvicorn
-
+    require_service_extra()
     from service.db import upgrade_database
-    from service.settings import get_settings
 
     if embedded_workers is not None:  # read by the worker's embedded mode through the settings
         os.environ["LINGUDISTILL_EMBEDDED_WORKERS"] = str(embedded_workers)
-        get_settings.cache_clear()
-    settings = get_settings()
+    settings = load_settings()
     if not no_migrate:
         upgrade_database(settings.database_url_resolved)
-    embedded = start_embedded_workers(settings.embedded_workers) if not settings.broker_url else []
+    run_api(host, port, workers, settings.embedded_workers if not settings.broker_url else 0)
+
+
+def require_service_extra() -> None:
+    """The API's own dependencies, checked up front: without them, one line naming the extra, not a traceback."""
+    import importlib
+
+    missing = []
+    for name in ("fastapi", "uvicorn", "sqlalchemy", "alembic", "celery", "httpx"):
+        try:
+            importlib.import_module(name)  # serve imports them all anyway
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ServeError(f"`lingudistill serve` needs {', '.join(missing)}: {SERVICE_EXTRA_HINT}")
+
+
+def load_settings() -> Any:
+    """The settings, or one readable message per bad LINGUDISTILL_* variable instead of a pydantic traceback."""
+    from pydantic import ValidationError
+
+    from service.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        lines = [
+            f"  LINGUDISTILL_{'_'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        ]
+        raise ServeError("invalid settings:\n" + "\n".join(lines)) from None
+
+
+def run_api(host: str, port: int, workers: int, embedded_count: int) -> None:
+    import signal
+
+    import uvicorn
+
+    # uvicorn catches SIGTERM, shuts down, then raises the signal again, which by default kills this process
+    # before any `finally` runs and leaves the workers orphaned. As an exception it unwinds, and they stop.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    embedded = start_embedded_workers(embedded_count)
     try:
         uvicorn.run("service.app:app_from_env", factory=True, host=host, port=port, workers=workers)
     finally:
         stop_embedded_workers(embedded)
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 # --- embedded workers (added by the worker engineer, issue 4) ----------------------------------------------------
@@ -57,7 +112,22 @@ def start_embedded_workers(count: int) -> list[Any]:
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     command = [sys.executable, "-m", "worker", "--concurrency=1"]
-    return [subprocess.Popen([*command, f"--hostname=embedded{i}@%h"], env=env) for i in range(count)]
+    return [
+        subprocess.Popen([*command, f"--hostname=embedded{i}@%h"], env=env, preexec_fn=_die_with_parent)
+        for i in range(count)
+    ]
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: a SIGKILLed `serve` still takes its workers along (Celery's cold shutdown,
+    which stops the pool and so the training child, whose own death signal is tied to the pool process)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGQUIT)
 
 
 def stop_embedded_workers(processes: list[Any]) -> None:

@@ -1,12 +1,17 @@
 """Sending job ids to the broker, only after the database commit.
 
-A Celery message is only a wake-up carrying a job id: the worker claims the job's row with a lease, so a lost or
-duplicated message is harmless (the sweeper re-sends queued jobs that hold no live lease).
+A Celery message is only a wake-up carrying a job id: the worker claims the job's row with a lease, so a duplicated
+message is harmless. A lost one (the API crashed between its commit and the send, or Redis lost its queue in an
+outage) is found by the sweeper: a queued job unclaimed for a while whose message is no longer in the broker
+(`Dispatcher.missing`) is sent again, once.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +32,11 @@ class Wakeup:
 class Dispatcher(Protocol):
     def send(self, wakeup: Wakeup) -> None: ...
     def check(self) -> None: ...
+
+    def missing(self, wakeups: Sequence[Wakeup]) -> list[Wakeup] | None:
+        """Those of `wakeups` whose message is nowhere in the broker (neither waiting in its queue nor held
+        unacknowledged by a worker); None when this broker cannot be inspected."""
+        ...
 
 
 def celery_broker_config(settings: Settings) -> dict[str, Any]:
@@ -81,6 +91,63 @@ class CeleryDispatcher:
         with self.app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
 
+    def missing(self, wakeups: Sequence[Wakeup]) -> list[Wakeup] | None:
+        queues = {self.single_queue or w.queue for w in wakeups}
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            raw = _redis_messages(self.broker_url, queues)
+        elif self.broker_url.startswith("filesystem://"):
+            raw = _folder_messages(self.app.conf.broker_transport_options["data_folder_in"], queues)
+        else:
+            return None
+        present = {job_id for message in raw if (job_id := _wakeup_job_id(message)) is not None}
+        return [w for w in wakeups if w.job_id not in present]
+
+
+def _redis_messages(url: str, queues: Iterable[str]) -> Iterator[bytes]:
+    """Every message waiting in `queues` (one Redis list per priority step, named as kombu names them with the sep
+    set in celery_broker_config) and every message a worker holds unacknowledged."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for queue in queues:
+            for step in range(10):
+                pipe.lrange(queue if step == 0 else f"{queue}:{step}", 0, -1)
+        pipe.hvals("unacked")
+        *lists, unacked = pipe.execute()
+    finally:
+        client.close()
+    for messages in lists:
+        yield from messages
+    for held in unacked:  # kombu stores [message, exchange, routing key]
+        yield json.dumps(json.loads(held)[0]).encode()
+
+
+def _folder_messages(folder: str, queues: Iterable[str]) -> Iterator[bytes]:
+    """kombu's filesystem transport: one `<time>_<uuid>.<queue>.msg` file per waiting message."""
+    for queue in queues:
+        for path in Path(folder).glob(f"*.{queue}.msg"):
+            try:
+                yield path.read_bytes()
+            except FileNotFoundError:  # taken by a worker meanwhile
+                continue
+
+
+def _wakeup_job_id(raw: bytes) -> str | None:
+    """The job id a kombu message carries when it is one of our wake-ups (Celery protocol 2, JSON)."""
+    try:
+        message = json.loads(raw)
+        if message.get("headers", {}).get("task") != RUN_JOB_TASK:
+            return None
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
 
 @dataclass
 class RecordingDispatcher:
@@ -93,6 +160,9 @@ class RecordingDispatcher:
 
     def check(self) -> None:
         pass
+
+    def missing(self, wakeups: Sequence[Wakeup]) -> list[Wakeup] | None:
+        return None
 
 
 @dataclass

@@ -8,30 +8,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.schemas import FieldError, Problem
 
 log = logging.getLogger(__name__)
 PROBLEM_TYPE_BASE = "https://lingudistill.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-
-
-class FieldError(BaseModel):
-    loc: list[str | int] = Field(description="Where the problem is, e.g. ['body', 'mixture', 0, 'uri'].")
-    msg: str
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem document."""
-
-    type: str
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = None
-    code: str = Field(description="Stable machine-readable error code.")
-    errors: list[FieldError] | None = None
 
 
 class AppError(Exception):
@@ -99,6 +84,9 @@ class IdempotencyKeyReused(AppError):
 class IdempotencyInFlight(AppError):
     status, code, title = 409, "idempotency_in_flight", "A request with this Idempotency-Key is in progress"
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}  # a duplicate normally waits for the first request; this is a rare race
+
 
 class InvalidTransition(AppError):
     status, code, title = 409, "invalid_transition", "The job cannot make this transition"
@@ -140,6 +128,17 @@ class Forbidden(AppError):
 
 class ServiceUnavailable(AppError):
     status, code, title = 503, "not_ready", "A dependency is unavailable"
+
+
+class DatabaseUnavailable(AppError):
+    """The database cannot be reached (down, restarting, failing over) or is too busy: nothing was changed, and the
+    same request is worth repeating shortly. A restarted server is reconnected to on the next request (pre-ping)."""
+
+    status, code, title = 503, "database_unavailable", "The database is unavailable"
+    retry_after_s = 5
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
@@ -227,6 +226,14 @@ async def _data_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 422, "invalid_value", "A value in the request is not valid", reason)
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A lost or refused database connection, a pool exhausted, SQLite's lock wait expired: a 503 the client may
+    retry, never a 500. The driver's message stays in the log (it can name hosts)."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0])
+    error = DatabaseUnavailable("the database cannot be reached right now; retry after the Retry-After seconds")
+    return await _app_error(request, error)
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(request, 500, "internal_error", "Internal server error")
@@ -237,13 +244,15 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DataError, _data_error)
+    for unavailable in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(unavailable, _database_unavailable)
     app.add_exception_handler(Exception, _unhandled)
 
 
 def problem_responses(*statuses: int, public: bool = False) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries declaring problem+json for each status; authenticated routes (the default)
-    also declare 401, 422 (any invalid parameter) and 429."""
-    base = {500} if public else {401, 422, 429, 500}
+    also declare 401, 422 (any invalid parameter) and 429; every route may answer 503 (database unavailable)."""
+    base = {500, 503} if public else {401, 422, 429, 500, 503}
     descriptions = {
         401: "Missing or invalid API key",
         403: "Forbidden",
@@ -252,7 +261,7 @@ def problem_responses(*statuses: int, public: bool = False) -> dict[int | str, d
         413: "Body too large",
         422: "Invalid request (per-field `errors`)",
         429: "Rate limited (see Retry-After)",
-        503: "Not ready",
+        503: "Unavailable: the database or the broker is down for now (see Retry-After)",
         500: "Internal error",
     }
     return {

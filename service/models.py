@@ -1,11 +1,11 @@
-"""The ORM models (all together, so Alembic sees them) and the job lifecycle shared by API and worker."""
+"""The ORM models, all together so Alembic sees them. The job lifecycle they store is service.lifecycle's."""
 
 from __future__ import annotations
 
 import secrets
 import time
 from datetime import UTC, datetime
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -26,53 +26,7 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-
-class JobStatus(StrEnum):
-    queued = "queued"
-    validating = "validating"
-    running = "running"
-    evaluating = "evaluating"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelling = "cancelling"
-    cancelled = "cancelled"
-
-    @property
-    def is_final(self) -> bool:
-        return self in FINAL_STATUSES
-
-
-class FailureReason(StrEnum):
-    bad_input = "bad_input"
-    out_of_memory = "out_of_memory"
-    infrastructure = "infrastructure"
-    cancelled = "cancelled"
-    timeout = "timeout"
-
-
-S = JobStatus
-FINAL_STATUSES = frozenset({S.succeeded, S.failed, S.cancelled})
-ACTIVE_STATUSES = frozenset({S.validating, S.running, S.evaluating})  # a worker holds the lease
-# Every allowed move. -> queued from an active state is the sweeper re-queueing an expired lease;
-# from failed/cancelled it is a retry.
-TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    S.queued: frozenset({S.validating, S.cancelled, S.failed}),
-    S.validating: frozenset({S.running, S.cancelling, S.failed, S.queued}),
-    S.running: frozenset({S.evaluating, S.succeeded, S.cancelling, S.failed, S.queued}),
-    S.evaluating: frozenset({S.succeeded, S.cancelling, S.failed, S.queued}),
-    S.cancelling: frozenset({S.cancelled, S.failed}),
-    S.succeeded: frozenset(),
-    S.failed: frozenset({S.queued}),
-    S.cancelled: frozenset({S.queued}),
-}
-
-
-def can_transition(current: JobStatus, target: JobStatus) -> bool:
-    return target in TRANSITIONS[current]
-
-
-def predecessors(target: JobStatus) -> frozenset[JobStatus]:
-    return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)
+from service.lifecycle import FailureReason, JobStatus
 
 
 def utcnow() -> datetime:

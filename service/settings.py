@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SIGNING_SECRET = "dev-insecure-signing-secret"
 
@@ -42,13 +43,18 @@ class Settings(BaseSettings):
         None, description="Redis holding the buckets shared by all API processes; default: the broker if Redis."
     )
     max_active_jobs_per_tenant: int = Field(8, ge=1, description="Queued+running jobs before new ones are held.")
-    idempotency_in_flight_s: int = Field(300, ge=1, description="An in-flight key older than this is abandoned.")
+    idempotency_retention_h: int = Field(
+        24, ge=1, le=24 * 90, description="Hours an Idempotency-Key is remembered; then the same key creates anew."
+    )
 
     # URI policy
     allowed_schemes: list[str] = Field(default_factory=lambda: ["dataset", "s3", "hf", "file"])
     allowed_s3_buckets: list[str] | None = Field(None, description="None: any bucket.")
     allowed_hf_orgs: list[str] | None = Field(None, description="None: any organisation.")
-    allowed_local_roots: list[Path] = Field(default_factory=list, description="Roots file:// URIs may name.")
+    allowed_local_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Roots local paths and file:// URIs may name: one path, or a JSON list of paths.",
+    )
     allow_private_network: bool = Field(False, description="Let URIs reach loopback/private/link-local hosts.")
 
     # jobs
@@ -72,6 +78,19 @@ class Settings(BaseSettings):
     webhook_delivery_retention_days: int = Field(
         30, ge=1, description="Days a delivery and its attempts are kept after it succeeded or failed for good."
     )
+
+    @field_validator("allowed_local_roots", mode="before")
+    @classmethod
+    def _one_root_or_a_list(cls, value: Any) -> Any:
+        """LINGUDISTILL_ALLOWED_LOCAL_ROOTS=/data/models or ='["/data/models", "/data/eval"]'."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list of paths ({exc.msg}); a single path needs no brackets") from None
+        return [value] if value.strip() else []
 
     @model_validator(mode="after")
     def _production_refuses_defaults(self) -> Settings:

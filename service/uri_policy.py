@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -40,24 +40,9 @@ def resolve_host(host: str) -> list[str]:
     return sorted({info[4][0] for info in infos})
 
 
-def spec_uris(spec: JobSpec) -> Iterator[tuple[list[str | int], str]]:
-    """(location in the body, uri) for every URI in the spec."""
-    yield ["body", "student"], spec.student
-    yield ["body", "teacher"], spec.teacher
-    for i, source in enumerate(spec.mixture):
-        yield ["body", "mixture", i, "uri"], source.uri
-    for group in ("language", "vision"):
-        for i, suite in enumerate(getattr(spec.evaluation, group)):
-            yield ["body", "evaluation", group, i, "uri"], suite.uri
-    # Harness task YAMLs may import Python (`!function`): only folders under an operator's allowed local roots.
-    harness = spec.evaluation.harness
-    if harness is not None and harness.include_path is not None:
-        yield ["body", "evaluation", "harness", "include_path"], harness.include_path
-
-
-def expected_dataset_kind(loc: list[str | int]) -> str | None:
-    """What a dataset:// at `loc` must hold: mixture sources train, suites evaluate, a model is no dataset."""
-    return {"mixture": "training", "evaluation": "evaluation"}.get(str(loc[1]))
+# The roles of JobSpec.uri_fields() a dataset:// may fill; the dataset's kind must be the role (a mixture source
+# trains, a suite evaluates). A model or a harness folder is never a dataset.
+DATASET_KINDS = {"training", "evaluation"}
 
 
 def is_internal_address(address: str) -> bool:
@@ -83,10 +68,10 @@ class UriPolicy:
 
     def violations(self, spec: JobSpec) -> list[FieldError]:
         errors = []
-        for loc, uri in spec_uris(spec):
-            problem = self.check(uri, dataset_kind=expected_dataset_kind(loc))
+        for field in spec.uri_fields():
+            problem = self.check(field.uri, dataset_kind=field.role if field.role in DATASET_KINDS else None)
             if problem:
-                errors.append(FieldError(loc=loc, msg=f"{uri!r}: {problem}"))
+                errors.append(FieldError(loc=["body", *field.path], msg=f"{field.uri!r}: {problem}"))
         return errors
 
     def check(self, uri: str, dataset_kind: str | None = "training") -> str | None:
@@ -143,7 +128,8 @@ class UriPolicy:
         roots = [Path(r).resolve() for r in self.settings.allowed_local_roots]
         if any(resolved.is_relative_to(root) for root in roots):
             return None
-        return "local paths are allowed only under: " + (", ".join(map(str, roots)) or "(none configured)")
+        allowed = ", ".join(map(str, roots)) or "nowhere: none is configured"
+        return f"local paths are allowed only under the server's LINGUDISTILL_ALLOWED_LOCAL_ROOTS ({allowed})"
 
     def _network(self, uri: str) -> str | None:
         host = urlparse(uri).hostname

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from pydantic import ValidationError
 
-from lingudistill.spec import JobSpec, SpecError, load_spec
+from lingudistill.spec import JobSpec, SpecError, load_spec, local_input_problems, read_spec
 
 MINIMAL = {
     "name": "repair-1",
@@ -98,3 +100,82 @@ def test_unreadable_or_non_mapping_spec_is_a_clear_error(tmp_path):
     (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(tmp_path / "bad.yaml")
+
+
+TYPO_SPEC = """\
+name: repair-1
+student: s3://models/student
+teacher: hf://Org/LM
+mixture:
+  - {name: text, uri: data/text.jsonl, distill: true}
+training:
+  max_step: 10
+  lr: -1
+"""
+
+
+def test_a_person_reads_each_problem_with_its_line_column_and_a_suggestion(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(TYPO_SPEC)
+    with pytest.raises(SpecError) as info:
+        read_spec(path)
+    lines = str(info.value).splitlines()
+    assert lines[1].strip() == f"{path}:7:3: training.max_step: unknown field; did you mean `max_steps`?"
+    assert lines[2].strip() == f"{path}:8:7: training.lr: Input should be greater than 0"
+
+
+def test_json_specs_and_missing_fields_are_located_too(tmp_path):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({**MINIMAL, "mixtures": []}, indent=2))
+    with pytest.raises(SpecError) as info:
+        read_spec(path)
+    assert f"{path}:" in str(info.value) and "mixtures: unknown field; did you mean `mixture`?" in str(info.value)
+    path.write_text(json.dumps({key: value for key, value in MINIMAL.items() if key != "teacher"}))
+    with pytest.raises(SpecError, match=r"spec.json:1:1: teacher: required field is missing"):
+        read_spec(path)
+
+
+def test_syntax_errors_give_the_position(tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: a\nmixture: [unclosed\n")
+    with pytest.raises(SpecError, match=r"bad.yaml:3:1: not valid YAML"):
+        read_spec(tmp_path / "bad.yaml")
+    (tmp_path / "bad.json").write_text('{"name": "a",\n "x": }')
+    with pytest.raises(SpecError, match=r"bad.json:2:7: not valid JSON"):
+        read_spec(tmp_path / "bad.json")
+
+
+def test_missing_local_inputs_are_named_by_their_field(tmp_path):
+    (tmp_path / "student").mkdir()
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "config.json").write_text("{}")
+    (tmp_path / "teacher" / "pytorch_model.bin").write_bytes(b"pickle")
+    spec_text = (
+        "name: r\nstudent: ./student\nteacher: ./teacher\nmixture:\n  - {name: text, uri: t.jsonl, distill: true}\n"
+    )
+    (tmp_path / "spec.yaml").write_text(spec_text)
+    problems = local_input_problems(load_spec(tmp_path / "spec.yaml"))
+    assert problems == [
+        f"student: {tmp_path / 'student'} is not a Hugging Face model folder (no config.json)",
+        f"teacher: {tmp_path / 'teacher'} has no .safetensors weights (pickled weights are never loaded)",
+        f"mixture text: file not found: {tmp_path / 't.jsonl'}",
+    ]
+    (tmp_path / "spec.yaml").write_text(spec_text.replace("./teacher", "./no-teacher"))
+    assert f"teacher: model not found: {tmp_path / 'no-teacher'}" in local_input_problems(
+        load_spec(tmp_path / "spec.yaml")
+    )
+
+
+@pytest.mark.parametrize("case", ["unreadable", "typo"])
+def test_validate_answers_input_errors_before_importing_torch(tmp_path, case):
+    path = tmp_path / "spec.yaml"
+    if case == "typo":
+        path.write_text(TYPO_SPEC)
+    probe = (
+        "import atexit, sys; atexit.register(lambda: print('torch:', 'torch' in sys.modules, file=sys.stderr));"
+        f"from lingudistill.cli import main; main(['validate', {str(path)!r}])"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ")
+    assert ("cannot read spec" if case == "unreadable" else "did you mean `max_steps`") in result.stderr
+    assert "torch: False" in result.stderr

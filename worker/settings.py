@@ -17,7 +17,9 @@ class WorkerSettings(BaseSettings):
     queues: str = Field("gpu", description="Comma-separated queues this worker reads (one per GPU kind).")
     gpus: str | None = Field(None, description="Comma-separated GPU ids handed out one per job; None: untouched.")
     sweep_interval_s: float = Field(10.0, gt=0, description="How often the sweeper looks for lost jobs.")
-    unsent_after_s: float = Field(300.0, gt=0, description="A queued job unclaimed this long is sent again.")
+    unsent_after_s: float = Field(
+        15.0, gt=0, description="A queued job unclaimed this long is sent again if the broker lost its message."
+    )
     cancel_poll_s: float = Field(1.0, gt=0, description="How often a running job's row is read for a cancel.")
     cancel_grace_s: float = Field(30.0, ge=0, description="Cooperative stop time before SIGKILL on cancel.")
     stall_timeout_s: float = Field(1800.0, gt=0, description="No new step for this long: the child is stalled.")

@@ -2,24 +2,35 @@
 
     expired leases     the worker died: re-queue the job (its next attempt resumes from the last complete
                        checkpoint), or cancel/fail it (cancelling, or out of attempts)
-    unsent queued jobs a crash between the API's commit and its send: send the wake-up again
+    lost wake-ups      a queued job unclaimed for unsent_after_s whose message the broker no longer holds (the API
+                       crashed between its commit and its send, or Redis lost its queue): send it again, once
     held jobs          a tenant under its active-job limit again: dispatch its most urgent held jobs
-Every worker sweeps; the row-level conditions make concurrent sweeps safe, and a duplicate wake-up is harmless.
+    expired keys       hourly, Idempotency-Key rows older than their retention are deleted
+Every worker sweeps; the row-level conditions make concurrent sweeps safe (one of them re-sends a lost wake-up), and
+a duplicate wake-up is harmless.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from service.db import session_scope
+from service.dispatch import Wakeup
+from service.idempotency.service import prune_expired
 from service.jobs import repository
-from service.models import JobStatus
+from service.lifecycle import JobStatus
+from service.models import utcnow
 from worker.runtime import Runtime, get_runtime
 from worker.supervisor import send_wakeups
 
 log = logging.getLogger(__name__)
+# A broker that cannot be inspected may still hold the message: re-send blindly only this rarely.
+BLIND_RESEND_AFTER_S = 300.0
+PRUNE_EVERY_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -30,7 +41,7 @@ class SweepResult:
 
 
 def sweep_once(rt: Runtime) -> SweepResult:
-    return SweepResult(requeue_expired(rt), resend_unsent(rt), release_held(rt))
+    return SweepResult(requeue_expired(rt), resend_lost(rt), release_held(rt))
 
 
 def requeue_expired(rt: Runtime) -> int:
@@ -47,12 +58,31 @@ def requeue_expired(rt: Runtime) -> int:
     return len(wakeups)
 
 
-def resend_unsent(rt: Runtime) -> int:
+def resend_lost(rt: Runtime) -> int:
+    """Re-send the wake-ups of unclaimed queued jobs that the broker no longer holds; returns how many."""
     with session_scope(rt.sessions) as session:
-        unsent = repository.find_unsent_queued(session, rt.worker.unsent_after_s)
-        repository.mark_dispatched(session, [job.job_id for job in unsent])
-    send_wakeups(rt, unsent)
-    return len(unsent)
+        unclaimed = repository.find_unsent_queued(session, rt.worker.unsent_after_s)
+    if not unclaimed:
+        return 0
+    try:
+        lost = _lost(rt, unclaimed)
+    except Exception:  # the broker is away (a Redis outage): the next sweep asks again; the rest of the sweep goes on
+        log.warning("could not read the broker to find lost wake-ups; the next sweep retries", exc_info=True)
+        return 0
+    # after the broker was read: a job a worker took meanwhile is no longer queued, and claim_resend skips it
+    with session_scope(rt.sessions) as session:
+        resend = [job for job in lost if repository.claim_resend(session, job)]
+    send_wakeups(rt, resend)
+    return len(resend)
+
+
+def _lost(rt: Runtime, unclaimed: list[repository.QueuedJob]) -> list[repository.QueuedJob]:
+    by_id = {job.job_id: job for job in unclaimed}
+    missing = rt.dispatcher.missing([Wakeup(job.job_id, job.queue, job.priority) for job in unclaimed])
+    if missing is None:
+        cutoff = utcnow() - timedelta(seconds=BLIND_RESEND_AFTER_S)
+        return [job for job in unclaimed if job.dispatched_at is not None and job.dispatched_at < cutoff]
+    return [by_id[wakeup.job_id] for wakeup in missing]
 
 
 def release_held(rt: Runtime) -> int:
@@ -68,16 +98,29 @@ class Sweeper:
         self.rt = rt
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
+        self.last_prune: float | None = None
 
     def _loop(self) -> None:
         while not self.stopped.wait(self.rt.worker.sweep_interval_s):
             try:
                 result = sweep_once(self.rt)
+                self.prune_if_due()
             except Exception:  # the database may be briefly away; the next sweep tries again
                 log.exception("sweep failed")
                 continue
             if result.requeued or result.unsent or result.released:
                 log.info("sweeper: %s", result)
+
+    def prune_if_due(self) -> int:
+        """Delete expired Idempotency-Key rows at the first sweep, then at most once per PRUNE_EVERY_S."""
+        now = time.monotonic()
+        if self.last_prune is not None and now - self.last_prune < PRUNE_EVERY_S:
+            return 0
+        self.last_prune = now  # set first: a failing prune is retried in an hour, not on every sweep
+        pruned = prune_expired(self.rt.sessions, self.rt.settings.idempotency_retention_h)
+        if pruned:
+            log.info("pruned %d Idempotency-Key rows older than %d h", pruned, self.rt.settings.idempotency_retention_h)
+        return pruned
 
 
 _sweeper: Sweeper | None = None

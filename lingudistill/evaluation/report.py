@@ -245,14 +245,48 @@ def _training_lines(training: dict[str, Any] | None) -> list[str]:
 
 
 def _provenance_lines(provenance: dict[str, Any]) -> list[str]:
-    lines = ["", "## Provenance", ""]
+    """Scalars and flat mappings as bullets, a mapping of mappings (the datasets) as a table; the full values,
+    and the resolved spec, stay in report.json."""
+    bullets, tables = [], []
     for key, value in provenance.items():
         if key == "spec":
             continue
-        text = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value)
-        lines.append(f"- **{key}**: `{text}`")
-    lines.append("- **spec**: the resolved job spec is in report.json under `provenance.spec`.")
+        if isinstance(value, dict) and value and all(isinstance(item, dict) for item in value.values()):
+            tables += ["", *_provenance_table(key, value)]
+        else:
+            bullets.append(f"- **{key}**: {_provenance_value(value)}")
+    bullets.append("- **spec**: the resolved job spec is in report.json under `provenance.spec`.")
+    return ["", "## Provenance", "", *bullets, *tables]
+
+
+def _provenance_table(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
+    columns = list(dict.fromkeys(column for row in rows.values() for column in row))
+    lines = [f"| {title} | {' | '.join(columns)} |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in rows.items():
+        lines.append(f"| {name} | {' | '.join(_provenance_cell(row.get(column)) for column in columns)} |")
     return lines
+
+
+def _provenance_value(value: Any) -> str:
+    if isinstance(value, dict):
+        parts = [f"{key} {_provenance_cell(item)}" for key, item in value.items() if item is not None]
+        return ", ".join(parts) or "–"
+    if isinstance(value, list):
+        return ", ".join(_provenance_cell(item) for item in value) or "–"
+    return _provenance_cell(value)
+
+
+def _provenance_cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool | int | float):
+        return str(value)
+    if isinstance(value, dict | list):
+        return f"`{json.dumps(value, sort_keys=True)}`"
+    text = str(value).replace("|", "\\|")
+    if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+        text = text[:12] + "…"  # a sha256: enough to tell files apart; report.json has all of it
+    return f"`{text}`"
 
 
 def _fmt(value: float | None) -> str:

@@ -6,9 +6,9 @@ Responses are the service's own schemas, re-exported here so callers need one im
 from service.client.client import LinguDistillClient, RetryPolicy
 from service.client.models import ApiConnectionError, ApiError, ChecksumMismatch, Gate, LinguDistillError, Report
 from service.datasets.schemas import DatasetOut, DatasetPage
-from service.errors import FieldError, Problem
 from service.jobs.schemas import CheckpointList, CheckpointOut, EventOut, EventPage, JobOut, JobPage, MetricsOut
-from service.models import JobStatus
+from service.lifecycle import JobStatus
+from service.schemas import FieldError, Problem
 from service.webhooks.schemas import DeliveryOut, DeliveryPage, WebhookCreated, WebhookOut, WebhookPage
 
 __all__ = [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -18,13 +19,14 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from lingudistill.spec import JobSpec, SpecError, is_local_uri, load_spec, local_path
+from lingudistill.spec import JobSpec, SpecError, is_local_uri, local_input_problems, local_path, read_spec
 from service.client.bundling import self_contained
-from service.client.client import LinguDistillClient, file_sha256
+from service.client.ci_env import ci_idempotency_key
+from service.client.client import LinguDistillClient, file_sha256, job_body, path_inside
 from service.client.models import ApiConnectionError, ApiError, LinguDistillError, Report
 from service.datasets.schemas import DatasetOut
 from service.jobs.schemas import EventOut, JobOut
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 
 EXIT_PASSED, EXIT_GATE_FAILED, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2, 3
 EXIT_CODES_HELP = """\b
@@ -80,10 +82,11 @@ def exits_3_on_errors(function: F) -> F:
             err(f"error: {exc}{hint}", fg="red")
         except ApiConnectionError as exc:
             err(f"error: cannot reach the server: {exc}", fg="red")
-        except ValidationError as exc:
-            lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(spec)'}: {e['msg']}" for e in exc.errors()]
-            err("error: invalid spec:\n" + "\n".join(lines), fg="red")
-        except (LinguDistillError, SpecError, OSError, TimeoutError) as exc:
+        except ValidationError as exc:  # an answer of the server that this client cannot read
+            err(f"error: unexpected response from the server: {exc}", fg="red")
+        except WaitTimedOut as exc:
+            err(f"error: {exc}", fg="yellow")
+        except (LinguDistillError, SpecError, OSError) as exc:
             err(f"error: {exc}", fg="red")
         sys.exit(EXIT_ERROR)
 
@@ -119,9 +122,15 @@ def verdict_options(function: F) -> F:
     return function
 
 
+NO_KEY_HELP = (
+    "no API key: pass --api-key or set LINGUDISTILL_API_KEY. An operator creates one on the server's host with "
+    "`lingudistill keys create --tenant NAME` (the key is the last line it prints; it is shown only once)"
+)
+
+
 def make_client(server: str, api_key: str | None) -> LinguDistillClient:
     if not api_key:
-        raise click.UsageError("no API key: pass --api-key or set LINGUDISTILL_API_KEY")
+        raise LinguDistillError(NO_KEY_HELP)
     return LinguDistillClient(server, api_key)
 
 
@@ -130,6 +139,12 @@ def make_client(server: str, api_key: str | None) -> LinguDistillClient:
 @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True, dir_okay=False))
 @click.option("--wait", is_flag=True, help="Wait for the verdict, with a progress bar (plain lines when not a TTY).")
 @click.option("--follow", is_flag=True, help="Stream the job's events until it ends (implies --wait).")
+@click.option(
+    "--idempotency-key",
+    help="Submitting again with the same key (and spec) returns the first job instead of a new one. Default in "
+    "CI (GitHub Actions, GitLab CI, Buildkite, CircleCI, Azure Pipelines, Jenkins): derived from the CI run and "
+    "job, so a retried step creates no second job; elsewhere a new key per submit.",
+)
 @verdict_options
 @connection_options
 @exits_3_on_errors
@@ -137,6 +152,7 @@ def submit(
     spec_path: str,
     wait: bool,
     follow: bool,
+    idempotency_key: str | None,
     report_path: str | None,
     junit_path: str | None,
     download_dir: str | None,
@@ -151,16 +167,46 @@ def submit(
     when the tenant already has a dataset with the same sha256) and named as dataset://ID. The job id is printed
     on stdout; everything else goes to stderr. --report, --junit and --download imply --wait.
     """
-    spec = load_spec(spec_path)
+    spec = read_spec(spec_path)
     with make_client(server, api_key) as api:
+        check_local_inputs(spec, api.base_url)  # before any upload: a typo in a model path costs nothing
         spec = upload_local_files(api, spec)
-        job = api.create_job(spec)
+        job = submit_once(api, spec, idempotency_key)
         click.echo(job.id)
-        err(f"submitted {job.id} ({job.name}) to {api.base_url}")
         if not (wait or follow or report_path or junit_path or download_dir):
             return
         job = follow_job(api, job.id) if follow else wait_for(api, job.id, poll_interval, timeout_s)
         sys.exit(conclude(api, job, report_path, junit_path, download_dir))
+
+
+def check_local_inputs(spec: JobSpec, server: str) -> None:
+    """Local data files must exist here (they are uploaded from here). Local model folders are read by the server:
+    they are checked only when it runs on this machine, where a path missing here is missing there too."""
+    problems = local_input_problems(spec)
+    if not _on_this_machine(server):
+        problems = [p for p in problems if not p.startswith(("student:", "teacher:"))]
+    if problems:
+        raise LinguDistillError("the spec names what does not exist:\n  " + "\n  ".join(problems))
+
+
+def _on_this_machine(server: str) -> bool:
+    from urllib.parse import urlparse
+
+    return urlparse(server).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def submit_once(api: LinguDistillClient, spec: JobSpec, idempotency_key: str | None) -> JobOut:
+    """POST the job with an Idempotency-Key: the one given, else one derived from the CI run, else a new one."""
+    ci = ci_idempotency_key(job_body(spec)) if idempotency_key is None else None
+    submission = api.submit_job(spec, idempotency_key=idempotency_key or (ci.key if ci else None))
+    job = submission.job
+    if submission.replayed:
+        err(f"{job.id} ({job.name}) was already submitted with this idempotency key; following it, not a new job")
+    else:
+        err(f"submitted {job.id} ({job.name}) to {api.base_url}")
+    if ci is not None:
+        err(f"idempotency key {ci.key} ({ci.system}: {', '.join(ci.variables)}): a retry of this step reuses the job")
+    return job
 
 
 def upload_local_files(api: LinguDistillClient, spec: JobSpec) -> JobSpec:
@@ -184,15 +230,8 @@ def upload_local_files(api: LinguDistillClient, spec: JobSpec) -> JobSpec:
             uploaded[path] = _upload_once(api, path, known, what, kind).uri
         return uploaded[path]
 
-    mixture = [s.model_copy(update={"uri": as_dataset(s.uri, f"mixture {s.name}", "training")}) for s in spec.mixture]
-    suites = {
-        group: [
-            s.model_copy(update={"uri": as_dataset(s.uri, f"{group} suite {s.name}", "evaluation")})
-            for s in getattr(spec.evaluation, group)
-        ]
-        for group in ("language", "vision")
-    }
-    return spec.model_copy(update={"mixture": mixture, "evaluation": spec.evaluation.model_copy(update=suites)})
+    data = [f for f in spec.uri_fields() if f.role in ("training", "evaluation")]
+    return spec.with_uris({f.path: as_dataset(f.uri, f.label, f.role) for f in data})
 
 
 def _upload_once(api: LinguDistillClient, path: Path, known: dict[str, DatasetOut], what: str, kind: str) -> DatasetOut:
@@ -215,12 +254,45 @@ def _upload_once(api: LinguDistillClient, path: Path, known: dict[str, DatasetOu
 
 
 # --- waiting -------------------------------------------------------------------------------------------------------
+class WaitTimedOut(LinguDistillError):
+    """--timeout ran out while the job still runs: no verdict (exit 3), and the job is left running."""
+
+    def __init__(self, job_id: str, timeout_s: float) -> None:
+        super().__init__(
+            f"timed out after {timeout_s:g} s waiting for job {job_id}, which keeps running; "
+            f"`lingudistill jobs wait {job_id}` waits for it again (same exit codes)"
+        )
+
+
+class SmoothedEta:
+    """Seconds left, from an exponential moving average of the steps per second seen between polls: one slow or
+    fast step moves it a little (the server's own ETA follows the last step alone, and swings)."""
+
+    def __init__(self, weight: float = 0.3, clock: Callable[[], float] = time.monotonic) -> None:
+        self.weight, self.clock = weight, clock
+        self.rate: float | None = None  # steps per second
+        self.seen: tuple[int, float] | None = None  # the last step that changed, and when it was seen
+
+    def __call__(self, step: int | None, total: int | None) -> float | None:
+        if step is None or not total:
+            return None
+        now = self.clock()
+        if self.seen is None or step < self.seen[0]:
+            self.seen = (step, now)  # first poll, or a retry that resumed from an earlier checkpoint
+        elif step > self.seen[0] and now > self.seen[1]:
+            rate = (step - self.seen[0]) / (now - self.seen[1])
+            self.rate = rate if self.rate is None else self.weight * rate + (1 - self.weight) * self.rate
+            self.seen = (step, now)
+        return max(total - step, 0) / self.rate if self.rate else None
+
+
 class ProgressView:
     """A rich progress bar (step, loss, ETA) on a terminal; a plain line per status change or `every_s` in logs."""
 
     def __init__(self, job_id: str, tty: bool | None = None, every_s: float = 30.0) -> None:
         self.job_id, self.every_s = job_id, every_s
         self.tty = sys.stderr.isatty() if tty is None else tty
+        self.eta = SmoothedEta()
         self.last_line = 0.0
         self.last_status: JobStatus | None = None
         self.bar: Any = None
@@ -249,7 +321,9 @@ class ProgressView:
     def __call__(self, job: JobOut) -> None:
         progress = job.progress
         loss = _loss(job)
-        eta = _duration(progress.eta_s) if progress.eta_s is not None else "-"
+        seconds = self.eta(progress.step, progress.total_steps) if job.status is JobStatus.running else None
+        seconds = seconds if seconds is not None else progress.eta_s
+        eta = _duration(seconds) if seconds is not None else "-"
         if self.bar is not None:
             description = f"{job.id} {job.status.value}"
             self.bar.update(
@@ -284,7 +358,10 @@ def _duration(seconds: float) -> str:
 
 def wait_for(api: LinguDistillClient, job_id: str, poll_interval: float, timeout_s: float | None) -> JobOut:
     with ProgressView(job_id) as view:
-        return api.wait(job_id, on_progress=view, poll_interval_s=poll_interval, timeout_s=timeout_s)
+        try:
+            return api.wait(job_id, on_progress=view, poll_interval_s=poll_interval, timeout_s=timeout_s)
+        except TimeoutError:
+            raise WaitTimedOut(job_id, timeout_s or 0) from None
 
 
 def follow_job(api: LinguDistillClient, job_id: str, out: Callable[[str], None] = err) -> JobOut:
@@ -310,7 +387,7 @@ def conclude(
     code = verdict_code(job, report)
     print_verdict(job, report, code)
     if report_path:
-        Path(report_path).write_text(report_markdown(api, job, report), encoding="utf-8")
+        write_report(api, job, report, Path(report_path))
         err(f"report: {report_path}")
     if junit_path:
         Path(junit_path).write_bytes(junit_xml(job, report))
@@ -351,6 +428,25 @@ def print_verdict(job: JobOut, report: Report | None, code: int) -> None:
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
+
+
+def write_report(api: LinguDistillClient, job: JobOut, report: Report | None, path: Path) -> None:
+    """report.md, with the plots it links written beside it so that it displays as it does in the UI."""
+    markdown = report_markdown(api, job, report)
+    path.write_text(markdown, encoding="utf-8")
+    for name in linked_files(markdown):
+        try:
+            content = api.get_report_file(job.id, name)
+        except ApiError:
+            err(f"warning: the report links {name}, which the server does not have", fg="yellow")
+            continue
+        path_inside(path.parent, name).write_bytes(content)
+
+
+def linked_files(markdown: str) -> list[str]:
+    """The relative files a Markdown report embeds as images (its plots)."""
+    names = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", markdown)
+    return [name for name in dict.fromkeys(names) if "://" not in name and not name.startswith(("/", "data:"))]
 
 
 def report_markdown(api: LinguDistillClient, job: JobOut, report: Report | None) -> str:
@@ -401,11 +497,15 @@ def junit_xml(job: JobOut, report: Report | None) -> bytes:
 def download_latest(
     api: LinguDistillClient, job_id: str, dest: Path, model_only: bool, step: int | None = None
 ) -> None:
-    checkpoints = api.list_checkpoints(job_id).items
-    if not checkpoints:
-        err(f"warning: job {job_id} has no complete checkpoint to download", fg="yellow")
-        return
-    chosen = step if step is not None else max(c.step for c in checkpoints)
+    steps = sorted(c.step for c in api.list_checkpoints(job_id).items)
+    if not steps:
+        raise LinguDistillError(
+            f"job {job_id} has no complete checkpoint (yet); a finished job's model is downloaded without "
+            f"--checkpoint: `lingudistill jobs download {job_id} DEST`"
+        )
+    if step is not None and step not in steps:
+        raise LinguDistillError(f"job {job_id} has no complete checkpoint at step {step}; it has steps {steps}")
+    chosen = step if step is not None else steps[-1]
     api.download_checkpoint(job_id, dest, step=chosen, model_only=model_only)
     what = "model files" if model_only else "checkpoint"
     err(f"downloaded the {what} of step {chosen} to {dest} (sha256 verified)")

@@ -7,9 +7,10 @@
         job = api.wait(job.id, on_progress=print)
         report = api.get_report(job.id)
 
-Retry policy: 429 (after its Retry-After), 503 and connection errors are retried with exponential backoff and
-jitter; no other status is. A request that may have reached the server (a read error after sending) is retried
-only when repeating it is harmless: GET/DELETE, or a POST carrying an Idempotency-Key.
+Retry policy: 429 (after its Retry-After), 503, a 409 saying that an earlier request with the same Idempotency-Key
+is still in flight, and connection errors are retried with exponential backoff and jitter; no other status is.
+A request that may have reached the server (a read error after sending) is retried only when repeating it is
+harmless: GET/DELETE, or a POST carrying an Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from service.jobs.schemas import (
     MetricsOut,
     ModelOut,
 )
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 from service.webhooks.schemas import DeliveryPage, WebhookCreate, WebhookCreated, WebhookOut, WebhookPage
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -168,7 +169,7 @@ class LinguDistillClient:
                     raise ApiConnectionError(f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc}") from exc
                 self._sleep(self.retry.delay(attempt))
                 continue
-            if response.status_code in RETRY_STATUSES and not last:
+            if (response.status_code in RETRY_STATUSES or _first_still_in_flight(response)) and not last:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 response.close()
                 self._sleep(self.retry.delay(attempt, retry_after))
@@ -192,9 +193,15 @@ class LinguDistillClient:
     def create_job(self, spec: JobSpec | dict[str, Any], *, idempotency_key: str | None = None) -> JobOut:
         """Submit a job. The Idempotency-Key (generated unless given) is the same on every retry of this call,
         so a retried request can never create a second job."""
-        body = spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, JobSpec) else spec
+        return self.submit_job(spec, idempotency_key=idempotency_key).job
+
+    def submit_job(self, spec: JobSpec | dict[str, Any], *, idempotency_key: str | None = None) -> Submission:
+        """`create_job`, also telling whether the server replayed an earlier submission with the same key (and
+        body): then the job is the one that submission created, as it was then."""
         headers = {"Idempotency-Key": idempotency_key or f"ldc-{uuid.uuid4()}"}
-        return JobOut.model_validate(self._request("POST", "/v1/jobs", json=body, headers=headers).json())
+        response = self._request("POST", "/v1/jobs", json=job_body(spec), headers=headers)
+        replayed = response.headers.get("Idempotent-Replayed", "").lower() == "true"
+        return Submission(JobOut.model_validate(response.json()), replayed)
 
     def list_jobs(
         self,
@@ -220,7 +227,7 @@ class LinguDistillClient:
         while True:
             page = self.list_jobs(after=after, **filters)
             yield from page.items
-            if not page.next_cursor:
+            if not page.has_more:
                 return
             after = page.next_cursor
 
@@ -338,7 +345,7 @@ class LinguDistillClient:
             if model_only and file.path.startswith(MODEL_ONLY_EXCLUDES):
                 continue
             expected = checkpoint.manifest.get(file.path, file.sha256)
-            self._download_file(file.url, _inside(dest, file.path), expected)
+            self._download_file(file.url, path_inside(dest, file.path), expected)
         return dest
 
     def get_model(self, job_id: str) -> ModelOut:
@@ -350,7 +357,7 @@ class LinguDistillClient:
         model = self.get_model(job_id)
         dest = Path(dest)
         for file in model.files:
-            self._download_file(file.url, _inside(dest, file.path), model.manifest.get(file.path, file.sha256))
+            self._download_file(file.url, path_inside(dest, file.path), model.manifest.get(file.path, file.sha256))
         return dest
 
     def _pick_checkpoint(self, job_id: str, step: int | None) -> CheckpointOut:
@@ -424,7 +431,7 @@ class LinguDistillClient:
         while True:
             page = self.list_datasets(limit=200, after=after)
             yield from page.items
-            if not page.next_cursor:
+            if not page.has_more:
                 return
             after = page.next_cursor
 
@@ -460,6 +467,17 @@ class LinguDistillClient:
         return DeliveryPage.model_validate(self._get(f"/v1/webhooks/{webhook_id}/deliveries", params))
 
 
+@dataclass(frozen=True)
+class Submission:
+    job: JobOut
+    replayed: bool  # an earlier request with the same Idempotency-Key created the job
+
+
+def job_body(spec: JobSpec | dict[str, Any]) -> dict[str, Any]:
+    """The JSON body POST /v1/jobs receives for `spec`."""
+    return spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, JobSpec) else spec
+
+
 class _Busy(Exception):
     """A 429/503 on a streamed request, retried like a connection error."""
 
@@ -468,11 +486,22 @@ class _Busy(Exception):
         self.retry_after = retry_after
 
 
+def _first_still_in_flight(response: httpx.Response) -> bool:
+    """409 `idempotency_in_flight`: an earlier request with this key (a dropped connection's, or a crashed CI
+    step's) is still being processed; once it ends, the same request returns its job."""
+    if response.status_code != 409:
+        return False
+    try:
+        return response.json().get("code") == "idempotency_in_flight"
+    except ValueError:
+        return False
+
+
 def _clean(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _inside(root: Path, relative: str) -> Path:
+def path_inside(root: Path, relative: str) -> Path:
     """root/relative, refusing a manifest path that would escape `root`."""
     target = (root / relative).resolve()
     if not target.is_relative_to(root.resolve()):

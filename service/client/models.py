@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from service.errors import FieldError, Problem
+from service.schemas import FieldError, Problem
 
 
 class Gate(BaseModel):

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from datetime import datetime
-
-from sqlalchemy import String, and_, cast, or_, select
+from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
 from service.auth import Principal, scoped
-from service.models import FINAL_STATUSES, Dataset, Job
+from service.lifecycle import FINAL_STATUSES
+from service.models import Dataset, Job
+from service.pagination import Page, newest_first, page_of
 
 
 def get_dataset(session: Session, principal: Principal, dataset_id: str) -> Dataset | None:
@@ -24,15 +24,9 @@ def add_dataset(session: Session, dataset: Dataset) -> Dataset:
     return dataset
 
 
-def list_datasets(
-    session: Session, principal: Principal, limit: int, after: tuple[datetime, str] | None
-) -> list[Dataset]:
+def list_datasets(session: Session, principal: Principal, limit: int, after: str | None) -> Page[Dataset]:
     stmt = scoped(select(Dataset), Dataset, principal)
-    if after is not None:
-        created, dataset_id = after
-        newer_first = or_(Dataset.created_at < created, and_(Dataset.created_at == created, Dataset.id < dataset_id))
-        stmt = stmt.where(newer_first)
-    return list(session.scalars(stmt.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit)))
+    return page_of(session.scalars(newest_first(stmt, Dataset, limit, after)).all(), limit)
 
 
 def delete_dataset(session: Session, dataset: Dataset) -> None:

@@ -66,19 +66,14 @@ async def upload_dataset(
 
 def _ingest_once(session: Session, state: AppState, principal: Principal, upload: service.Upload, key: str) -> Any:
     """With an Idempotency-Key, as for POST /v1/jobs: the same key and upload (name, format, kind and sha256 of
-    the body) replay the first response; a different upload is 422; one sent while the first is in flight is 409."""
-    replay = idempotency.begin(
-        state.sessions, principal.tenant_id, key, upload.request_hash(), state.settings.idempotency_in_flight_s
-    )
+    the body) replay the first response (a dataset never changes); a different upload is 422."""
+    retention_h = state.settings.idempotency_retention_h
+    replay = idempotency.reserve(session, principal.tenant_id, key, upload.request_hash(), retention_h)
     if replay is not None:
         return JSONResponse(replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"})
-    try:
-        dataset = service.ingest(session, state.storage, principal, upload)
-        body = service.dataset_view(dataset).model_dump(mode="json")
-        idempotency.complete(session, principal.tenant_id, key, 201, body)
-    except BaseException:
-        idempotency.release(state.sessions, principal.tenant_id, key)
-        raise
+    dataset = service.ingest(session, state.storage, principal, upload)
+    body = service.dataset_view(dataset).model_dump(mode="json")
+    idempotency.complete(session, principal.tenant_id, key, 201, body)
     return JSONResponse(body, status_code=201)
 
 

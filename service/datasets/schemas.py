@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from service.schemas import CursorPage
+
 DatasetFormat = Literal["jsonl", "parquet"]
 # training: records for a job's mixture; evaluation: items of an evaluation suite. Each is validated as what it is.
 DatasetKind = Literal["training", "evaluation"]
@@ -29,6 +31,5 @@ class DatasetOut(BaseModel):
     created_at: datetime
 
 
-class DatasetPage(BaseModel):
+class DatasetPage(CursorPage):
     items: list[DatasetOut]
-    next_cursor: str | None = None

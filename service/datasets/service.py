@@ -20,7 +20,6 @@ from service.downloads import StoredFile
 from service.errors import AppError, DatasetNotFound, InvalidDataset, PayloadTooLarge
 from service.idempotency.service import request_hash
 from service.models import Dataset, new_id
-from service.pagination import decode_cursor, encode_cursor
 from service.storage import Storage
 
 SUFFIXES = {"jsonl": ".jsonl", "parquet": ".parquet"}
@@ -200,7 +199,5 @@ def dataset_view(dataset: Dataset) -> DatasetOut:
 def list_datasets(
     session: Session, principal: Principal, limit: int, after: str | None
 ) -> tuple[list[DatasetOut], str | None]:
-    rows = repository.list_datasets(session, principal, limit + 1, decode_cursor(after) if after else None)
-    page = rows[:limit]
-    cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-    return [dataset_view(d) for d in page], cursor
+    page = repository.list_datasets(session, principal, limit, after)
+    return [dataset_view(d) for d in page.items], page.next_cursor

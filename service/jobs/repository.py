@@ -19,22 +19,19 @@ from sqlalchemy.orm import Session
 
 from lingudistill.spec import JobSpec
 from service.auth import Principal, scoped
-from service.models import (
+from service.lifecycle import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
-    Checkpoint,
+    NOT_FINAL_STATUSES,
     FailureReason,
-    Job,
-    JobEvent,
     JobStatus,
-    Metric,
-    Tenant,
     predecessors,
-    utcnow,
 )
+from service.models import Checkpoint, Job, JobEvent, Metric, Tenant, utcnow
+from service.pagination import Page, newest_first, page_of
 
 S = JobStatus
-_NOT_FINAL = [s.value for s in JobStatus if s not in FINAL_STATUSES]
+_NOT_FINAL = [s.value for s in NOT_FINAL_STATUSES]
 
 
 @dataclass(frozen=True)
@@ -59,15 +56,9 @@ def add_job(session: Session, job: Job) -> Job:
     return job
 
 
-def list_jobs(
-    session: Session, principal: Principal, filters: JobFilters, limit: int, after: tuple[datetime, str] | None
-) -> list[Job]:
-    """Newest first, keyset-paginated on (created_at, id) so inserts never shift a page."""
+def list_jobs(session: Session, principal: Principal, filters: JobFilters, limit: int, after: str | None) -> Page[Job]:
     stmt = scoped(select(Job), Job, principal).where(*_filter_clauses(filters))
-    if after is not None:
-        created, job_id = after
-        stmt = stmt.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
-    return list(session.scalars(stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
+    return page_of(session.scalars(newest_first(stmt, Job, limit, after)).all(), limit)
 
 
 def _filter_clauses(filters: JobFilters) -> list[ColumnElement[bool]]:
@@ -83,6 +74,16 @@ def _filter_clauses(filters: JobFilters) -> list[ColumnElement[bool]]:
     if filters.created_before:
         clauses.append(Job.created_at < filters.created_before)
     return clauses
+
+
+def lock_tenant(session: Session, tenant_id: str) -> None:
+    """Hold the tenant's row until commit, so dispatch decisions of one tenant (count, then insert) run one at a time
+    and its job limit holds under concurrent creates. Postgres: a row lock. SQLite: a no-op write, which takes the
+    database's write lock at once (a plain SELECT would let two requests count before either inserts)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    else:
+        session.execute(update(Tenant).where(Tenant.id == tenant_id).values(max_active_jobs=Tenant.max_active_jobs))
 
 
 def count_active_dispatched(session: Session, tenant_id: str, cap: int | None = None) -> int:
@@ -223,6 +224,7 @@ class QueuedJob:
     job_id: str
     queue: str
     priority: int
+    dispatched_at: datetime | None = None  # when its wake-up was last sent (find_unsent_queued fills it)
 
 
 def claim_job(session: Session, job_id: str, worker_id: str, lease_s: float) -> ClaimedJob | None:
@@ -475,16 +477,23 @@ def get_wakeup(session: Session, job_id: str) -> QueuedJob | None:
 def find_unsent_queued(
     session: Session, older_than_s: float, now: datetime | None = None, limit: int = 100
 ) -> list[QueuedJob]:
-    """Dispatched queued jobs whose wake-up may have been lost (a crash between commit and send): re-send them
-    and call mark_dispatched so they are not re-sent again before `older_than_s`."""
+    """Dispatched queued jobs unclaimed `older_than_s` after their wake-up was sent: it may have been lost. Re-send
+    those the broker no longer holds, each after `claim_resend`."""
     cutoff = (now or utcnow()) - timedelta(seconds=older_than_s)
     stmt = (
-        select(Job.id, Job.queue, Job.priority)
+        select(Job.id, Job.queue, Job.priority, Job.dispatched_at)
         .where(Job.status == S.queued, Job.held_reason.is_(None), Job.dispatched_at < cutoff)
         .order_by(Job.dispatched_at)
         .limit(limit)
     )
-    return [QueuedJob(r.id, r.queue, r.priority) for r in session.execute(stmt)]
+    return [QueuedJob(r.id, r.queue, r.priority, r.dispatched_at) for r in session.execute(stmt)]
+
+
+def claim_resend(session: Session, job: QueuedJob, now: datetime | None = None) -> bool:
+    """Take the right to re-send `job`'s wake-up: True for exactly one of several concurrent sweepers, and only
+    while the job is still queued and unsent since `find_unsent_queued` saw it (no worker claimed it meanwhile)."""
+    where = [Job.id == job.job_id, Job.status == S.queued, Job.held_reason.is_(None)]
+    return _update(session, [*where, Job.dispatched_at == job.dispatched_at], {"dispatched_at": now or utcnow()})
 
 
 def mark_dispatched(session: Session, job_ids: Sequence[str], now: datetime | None = None) -> None:
@@ -510,6 +519,7 @@ def dispatchable_held_jobs(session: Session, default_limit: int, per_tenant: int
     then send them."""
     released: list[QueuedJob] = []
     for tenant_id, limit in tenant_job_limits(session, default_limit).items():
+        lock_tenant(session, tenant_id)  # a concurrent create must not dispatch into the same free slot
         free = min(limit - count_active_dispatched(session, tenant_id, cap=limit), per_tenant)
         if free <= 0:
             continue

@@ -17,7 +17,7 @@ from service.idempotency import service as idempotency
 from service.jobs import repository, service
 from service.jobs.events import StreamLimits, event_stream, event_view
 from service.jobs.schemas import CheckpointList, EventPage, JobOut, JobPage, MetricsOut, ModelOut
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 from service.params import Int64, Step
 from service.storage import InvalidKey, clean_key
 
@@ -33,8 +33,8 @@ JobId = Annotated[str, "job id"]
     summary="Submit a job",
     response_description="The queued job (GET it for its queue position).",
     description="Validates the spec and the URIs it names, stores the resolved spec and queues the job. With an "
-    "`Idempotency-Key`, the same key and body replay the first response; a different body is 422; a duplicate "
-    "sent while the first is in flight is 409.",
+    "`Idempotency-Key` (remembered 24 h by default), the same key and body answer the same job as it is now, with "
+    "`Idempotent-Replayed: true`; a different body is 422; a duplicate sent while the first is in flight waits for it.",
 )
 def create_job(
     spec: JobSpec,
@@ -47,18 +47,14 @@ def create_job(
     if idempotency_key is None:
         return service.job_view(service.create_job(session, principal, spec, state.settings, buffer))
     key_hash = idempotency.request_hash(spec.model_dump(mode="json"))
-    replay = idempotency.begin(
-        state.sessions, principal.tenant_id, idempotency_key, key_hash, state.settings.idempotency_in_flight_s
-    )
-    if replay is not None:
-        return JSONResponse(replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"})
-    try:
-        job = service.create_job(session, principal, spec, state.settings, buffer)
-        body = service.job_view(job).model_dump(mode="json")
-        idempotency.complete(session, principal.tenant_id, idempotency_key, 201, body)
-    except BaseException:
-        idempotency.release(state.sessions, principal.tenant_id, idempotency_key)
-        raise
+    retention_h = state.settings.idempotency_retention_h
+    replay = idempotency.reserve(session, principal.tenant_id, idempotency_key, key_hash, retention_h)
+    if replay is not None:  # the job as it is now (cancelled, running...), not as it was created
+        current = service.job_view(service.load_job(session, principal, replay.body["id"])).model_dump(mode="json")
+        return JSONResponse(current, status_code=replay.status, headers={"Idempotent-Replayed": "true"})
+    job = service.create_job(session, principal, spec, state.settings, buffer)
+    body = service.job_view(job).model_dump(mode="json")
+    idempotency.complete(session, principal.tenant_id, idempotency_key, 201, body)
     return JSONResponse(body, status_code=201)
 
 
@@ -172,9 +168,9 @@ def job_events(
         limits = StreamLimits(settings.sse_poll_interval_s, settings.sse_max_duration_s, settings.sse_keepalive_s)
         stream = event_stream(state.sessions, job.id, principal.key_id, start, limits)
         return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    events = repository.list_events(session, job.id, after, limit)
-    items = [event_view(e) for e in events]
-    return EventPage(items=items, next_cursor=items[-1].id if items else after)
+    events = repository.list_events(session, job.id, after, limit + 1)  # one more: are there more after this page?
+    items = [event_view(e) for e in events[:limit]]
+    return EventPage(items=items, next_cursor=items[-1].id if items else after, has_more=len(events) > limit)
 
 
 @router.get(

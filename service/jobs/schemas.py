@@ -6,7 +6,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from lingudistill.spec import JobSpec
-from service.models import FailureReason, JobStatus
+from service.lifecycle import FailureReason, JobStatus
+from service.schemas import CursorPage
 
 
 class Progress(BaseModel):
@@ -74,9 +75,8 @@ class JobOut(BaseModel):
     links: JobLinks
 
 
-class JobPage(BaseModel):
+class JobPage(CursorPage):
     items: list[JobOut]
-    next_cursor: str | None = Field(None, description="Pass as `after` to get the next (older) page.")
 
 
 class EventOut(BaseModel):
@@ -95,6 +95,7 @@ class EventOut(BaseModel):
 class EventPage(BaseModel):
     items: list[EventOut]
     next_cursor: int | None = Field(None, description="Pass as `after` for the next events.")
+    has_more: bool = Field(False, description="True when more events are already stored after this page.")
 
 
 class MetricPoint(BaseModel):

@@ -37,8 +37,8 @@ from service.jobs.schemas import (
     Progress,
     QueueInfo,
 )
-from service.models import ACTIVE_STATUSES, FINAL_STATUSES, Checkpoint, Job, JobStatus, utcnow
-from service.pagination import decode_cursor, encode_cursor
+from service.lifecycle import ACTIVE_STATUSES, FINAL_STATUSES, JobStatus
+from service.models import Checkpoint, Job, utcnow
 from service.redact import redact_paths
 from service.settings import Settings
 from service.storage import Storage, clean_key
@@ -67,6 +67,7 @@ def tenant_limit(session: Session, tenant_id: str, settings: Settings) -> int:
 
 
 def _may_dispatch(session: Session, principal: Principal, tenant_id: str, settings: Settings) -> bool:
+    repository.lock_tenant(session, tenant_id)  # until commit: concurrent creates count one after another
     if principal.tenant_id == tenant_id and not principal.is_admin:
         limit = principal.max_active_jobs or settings.max_active_jobs_per_tenant
     else:
@@ -256,10 +257,8 @@ def detailed_view(session: Session, job: Job, settings: Settings) -> JobOut:
 def list_jobs(
     session: Session, principal: Principal, filters: repository.JobFilters, limit: int, after: str | None
 ) -> tuple[list[JobOut], str | None]:
-    jobs = repository.list_jobs(session, principal, filters, limit + 1, decode_cursor(after) if after else None)
-    page = jobs[:limit]
-    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(jobs) > limit else None
-    return [job_view(j) for j in page], next_cursor
+    page = repository.list_jobs(session, principal, filters, limit, after)
+    return [job_view(j) for j in page.items], page.next_cursor
 
 
 # --- metrics ------------------------------------------------------------------------------------------------

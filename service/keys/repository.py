@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from service.models import ApiKey, Tenant
+from service.pagination import Page, newest_first, page_of
 
 KeyRow = tuple[ApiKey, Tenant]
 
@@ -53,19 +54,16 @@ def list_keys(
     tenant_name: str | None = None,
     include_revoked: bool = False,
     limit: int | None = None,
-    after: tuple[datetime, str] | None = None,
-) -> list[KeyRow]:
-    """Newest first; `after` is the (created_at, id) of the last key of the previous page."""
+    after: str | None = None,
+) -> Page[KeyRow]:
+    """Newest first; every key when `limit` is None."""
     stmt = _with_tenant()
     if tenant_name is not None:
         stmt = stmt.where(Tenant.name == tenant_name)
     if not include_revoked:
         stmt = stmt.where(ApiKey.revoked_at.is_(None))
-    if after is not None:
-        created, row_id = after
-        stmt = stmt.where(or_(ApiKey.created_at < created, and_(ApiKey.created_at == created, ApiKey.id < row_id)))
-    stmt = stmt.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit)
-    return [(row[0], row[1]) for row in session.execute(stmt)]
+    rows = [(row[0], row[1]) for row in session.execute(newest_first(stmt, ApiKey, limit, after))]
+    return page_of(rows, limit, key=lambda row: (row[0].created_at, row[0].id))
 
 
 def revoke_key(session: Session, key: ApiKey, at: datetime) -> ApiKey:

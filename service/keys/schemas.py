@@ -4,6 +4,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from service.schemas import CursorPage
+
 # Tenant names go into text columns: no control characters (Postgres refuses NUL outright).
 TENANT_NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
@@ -31,6 +33,5 @@ class KeyCreated(KeyOut):
     key: str = Field(description="The API key. Shown only in this response: store it now.")
 
 
-class KeyPage(BaseModel):
+class KeyPage(CursorPage):
     items: list[KeyOut]
-    next_cursor: str | None = Field(None, description="Pass as `after` for the next (older) page.")

@@ -13,7 +13,6 @@ from service.keys import repository
 from service.keys.repository import KeyRow
 from service.keys.schemas import KeyCreate, KeyCreated, KeyOut
 from service.models import ApiKey, Tenant, utcnow
-from service.pagination import decode_cursor, encode_cursor
 
 
 @dataclass(frozen=True)
@@ -60,17 +59,8 @@ def list_keys(
     after: str | None = None,
 ) -> tuple[list[KeyOut], str | None]:
     """Newest first; every key when `limit` is None, else one page and the cursor to the next."""
-    rows = repository.list_keys(
-        session,
-        tenant_name=tenant,
-        include_revoked=include_revoked,
-        limit=None if limit is None else limit + 1,
-        after=decode_cursor(after) if after else None,
-    )
-    page = rows if limit is None else rows[:limit]
-    more = limit is not None and len(rows) > limit
-    cursor = encode_cursor(page[-1][0].created_at, page[-1][0].id) if more else None
-    return [key_view(key, owner) for key, owner in page], cursor
+    page = repository.list_keys(session, tenant_name=tenant, include_revoked=include_revoked, limit=limit, after=after)
+    return [key_view(key, owner) for key, owner in page.items], page.next_cursor
 
 
 def load_key(session: Session, key_id: str) -> KeyRow:

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from service.deps import AdminDep, AppState, StateDep
 from service.errors import ServiceUnavailable, problem_responses
 from service.jobs import repository as jobs_repository
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 from service.ops.metrics import JOBS_BY_STATUS, REGISTRY
 
 router = APIRouter(tags=["operations"])

@@ -15,9 +15,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from service.auth import Principal, scoped
+from service.lifecycle import FINAL_STATUSES
 from service.models import Job, JobEvent, WebhookAttempt, WebhookCursor, WebhookDelivery, WebhookEndpoint
+from service.pagination import Page, newest_first, page_of
 
-FINAL_STATUS_VALUES = ("succeeded", "failed", "cancelled")
+FINAL_STATUS_VALUES = tuple(sorted(s.value for s in FINAL_STATUSES))  # the job.<status> events
 SETTLED_DELIVERY_STATUSES = ("succeeded", "failed")  # a retry is still "pending"; only these two are final
 
 # --- API ----------------------------------------------------------------------------------------------------
@@ -39,36 +41,18 @@ def delete_endpoint(session: Session, endpoint: WebhookEndpoint) -> None:
     session.flush()
 
 
-def list_endpoints(
-    session: Session, principal: Principal, limit: int, after: tuple[datetime, str] | None
-) -> list[WebhookEndpoint]:
+def list_endpoints(session: Session, principal: Principal, limit: int, after: str | None) -> Page[WebhookEndpoint]:
     stmt = scoped(select(WebhookEndpoint), WebhookEndpoint, principal)
-    if after is not None:
-        created, row_id = after
-        older = or_(
-            WebhookEndpoint.created_at < created,
-            and_(WebhookEndpoint.created_at == created, WebhookEndpoint.id < row_id),
-        )
-        stmt = stmt.where(older)
-    order = (WebhookEndpoint.created_at.desc(), WebhookEndpoint.id.desc())
-    return list(session.scalars(stmt.order_by(*order).limit(limit)))
+    return page_of(session.scalars(newest_first(stmt, WebhookEndpoint, limit, after)).all(), limit)
 
 
 def list_deliveries(
-    session: Session, endpoint_id: str, limit: int, after: tuple[datetime, str] | None, status: str | None
-) -> list[WebhookDelivery]:
+    session: Session, endpoint_id: str, limit: int, after: str | None, status: str | None
+) -> Page[WebhookDelivery]:
     stmt = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
     if status is not None:
         stmt = stmt.where(WebhookDelivery.status == status)
-    if after is not None:
-        created, row_id = after
-        older = or_(
-            WebhookDelivery.created_at < created,
-            and_(WebhookDelivery.created_at == created, WebhookDelivery.id < row_id),
-        )
-        stmt = stmt.where(older)
-    order = (WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
-    return list(session.scalars(stmt.order_by(*order).limit(limit)))
+    return page_of(session.scalars(newest_first(stmt, WebhookDelivery, limit, after)).all(), limit)
 
 
 def attempts_of(session: Session, delivery_ids: Sequence[str]) -> dict[str, list[WebhookAttempt]]:

@@ -5,6 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from service.schemas import CursorPage
+
 WebhookEventType = Literal["job.succeeded", "job.failed", "job.cancelled", "checkpoint.created"]
 EVENT_TYPES: tuple[WebhookEventType, ...] = ("job.succeeded", "job.failed", "job.cancelled", "checkpoint.created")
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
@@ -37,9 +39,8 @@ class WebhookCreated(WebhookOut):
     )
 
 
-class WebhookPage(BaseModel):
+class WebhookPage(CursorPage):
     items: list[WebhookOut]
-    next_cursor: str | None = Field(None, description="Pass as `after` for the next (older) page.")
 
 
 class DeliveryAttemptOut(BaseModel):
@@ -67,6 +68,5 @@ class DeliveryOut(BaseModel):
     attempt_log: list[DeliveryAttemptOut] = Field(description="Every attempt, oldest first.")
 
 
-class DeliveryPage(BaseModel):
+class DeliveryPage(CursorPage):
     items: list[DeliveryOut]
-    next_cursor: str | None = None

@@ -7,7 +7,6 @@ from sqlalchemy.orm import Session
 from service.auth import Principal
 from service.errors import AppError, FieldError, NotFound
 from service.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from service.pagination import decode_cursor, encode_cursor
 from service.settings import Settings
 from service.webhooks import repository
 from service.webhooks.schemas import (
@@ -60,21 +59,18 @@ def delete_webhook(session: Session, principal: Principal, webhook_id: str) -> N
 def list_webhooks(
     session: Session, principal: Principal, limit: int, after: str | None
 ) -> tuple[list[WebhookOut], str | None]:
-    rows = repository.list_endpoints(session, principal, limit + 1, decode_cursor(after) if after else None)
-    page = rows[:limit]
-    cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-    return [webhook_view(e) for e in page], cursor
+    page = repository.list_endpoints(session, principal, limit, after)
+    return [webhook_view(e) for e in page.items], page.next_cursor
 
 
 def list_deliveries(
     session: Session, principal: Principal, webhook_id: str, limit: int, after: str | None, status: str | None
 ) -> DeliveryPage:
     endpoint = load_webhook(session, principal, webhook_id)
-    rows = repository.list_deliveries(session, endpoint.id, limit + 1, decode_cursor(after) if after else None, status)
-    page = rows[:limit]
-    attempts = repository.attempts_of(session, [d.id for d in page])
-    cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-    return DeliveryPage(items=[delivery_view(d, attempts.get(d.id, [])) for d in page], next_cursor=cursor)
+    page = repository.list_deliveries(session, endpoint.id, limit, after, status)
+    attempts = repository.attempts_of(session, [d.id for d in page.items])
+    items = [delivery_view(d, attempts.get(d.id, [])) for d in page.items]
+    return DeliveryPage(items=items, next_cursor=page.next_cursor)
 
 
 def webhook_view(endpoint: WebhookEndpoint) -> WebhookOut:

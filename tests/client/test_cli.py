@@ -17,8 +17,11 @@ import click
 from click.testing import CliRunner, Result
 
 from service.client import LinguDistillClient
-from service.client.cli import jobs, submit
+from service.client.cli import SmoothedEta, jobs, submit
 from tests.client.live import JobDriver, LiveServer, make_report
+
+# --timeout: a worker thread that failed must end the test with exit 3, not leave `submit --wait` waiting forever
+WAIT = ["--wait", "--poll-interval", "0.1", "--timeout", "180"]
 
 
 def invoke(command: click.Command, *args: str, server: LiveServer, key: str) -> Result:
@@ -32,7 +35,7 @@ def worker(driver: JobDriver, name: str, outcome: Callable[[str, int, Any], None
 
     def run() -> None:
         try:
-            job_id = seen["job_id"] = driver.find(name)
+            job_id = seen["job_id"] = driver.find(name, timeout=120)  # a loaded machine uploads slowly
             attempt, spec = driver.start(job_id)
             for step in range(1, 5):
                 driver.step(job_id, attempt, step, 4, loss=2.0 / step)
@@ -65,7 +68,7 @@ def test_passing_gates_exit_0_with_report_junit_and_uploaded_datasets(
         driver.succeed(job_id, attempt, make_report(spec, after_language=0.7))  # recovery 0.75 >= 0.25
 
     with worker(driver, name, succeed) as seen:
-        args = ["--wait", "--poll-interval", "0.1", "--report", str(report_md), "--junit", str(junit)]
+        args = [*WAIT, "--report", str(report_md), "--junit", str(junit)]
         result = invoke(submit, str(spec_file(name)), *args, server=server, key=api_key)
 
     assert result.exit_code == 0, result.stderr
@@ -90,7 +93,7 @@ def test_failed_gate_exit_1(
         driver.succeed(job_id, attempt, make_report(spec, after_language=0.45))  # recovery 0.125 < 0.25
 
     with worker(driver, name, succeed_badly):
-        args = ["--wait", "--poll-interval", "0.1", "--junit", str(junit)]
+        args = [*WAIT, "--junit", str(junit)]
         result = invoke(submit, str(spec_file(name)), *args, server=server, key=api_key)
 
     assert result.exit_code == 1, result.stderr
@@ -105,7 +108,7 @@ def test_failed_job_exit_2(server: LiveServer, api_key: str, driver: JobDriver, 
     report_md, junit = tmp_path / "report.md", tmp_path / "report.xml"
 
     with worker(driver, name, lambda job_id, attempt, spec: driver.fail(job_id, attempt)):
-        args = ["--wait", "--poll-interval", "0.1", "--report", str(report_md), "--junit", str(junit)]
+        args = [*WAIT, "--report", str(report_md), "--junit", str(junit)]
         result = invoke(submit, str(spec_file(name)), *args, server=server, key=api_key)
 
     assert result.exit_code == 2, result.stderr
@@ -201,3 +204,126 @@ def _remote_spec(name: str) -> dict[str, Any]:
         "mixture": [{"name": "text", "uri": "s3://data/text.jsonl", "distill": True}],
         "training": {"max_steps": 4},
     }
+
+
+# --- issue 15: idempotent CI submits, clear small errors, plots beside the report ----------------------------------
+CI_MARKERS = ("GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "CIRCLECI", "TF_BUILD", "JENKINS_URL")
+
+
+def github_env(run_id: str, attempt: str) -> dict[str, str | None]:
+    cleared: dict[str, str | None] = dict.fromkeys(CI_MARKERS)
+    return {**cleared, "GITHUB_ACTIONS": "true", "GITHUB_RUN_ID": run_id, "GITHUB_RUN_ATTEMPT": attempt}
+
+
+def test_retrying_a_ci_step_attaches_to_the_first_job(
+    server: LiveServer, api_key: str, api: LinguDistillClient, spec_file: Any
+) -> None:
+    path = str(spec_file(f"ci-{secrets.token_hex(3)}"))
+    args = [path, "--server", server.url, "--api-key", api_key]
+    run_id = str(secrets.randbelow(10**9))
+
+    first = CliRunner().invoke(submit, args, env=github_env(run_id, "1"))
+    retried = CliRunner().invoke(submit, args, env=github_env(run_id, "1"))
+    rerun = CliRunner().invoke(submit, args, env=github_env(run_id, "2"))  # "Re-run jobs": a new attempt
+
+    assert first.exit_code == retried.exit_code == rerun.exit_code == 0, first.stderr + retried.stderr
+    assert retried.stdout == first.stdout
+    assert "already submitted with this idempotency key" in retried.stderr
+    assert rerun.stdout != first.stdout
+    assert "GITHUB_RUN_ID, GITHUB_RUN_ATTEMPT" in first.stderr
+
+
+def test_an_explicit_idempotency_key_wins_outside_ci(server: LiveServer, api_key: str, spec_file: Any) -> None:
+    path = str(spec_file(f"key-{secrets.token_hex(3)}"))
+    key = f"release-{secrets.token_hex(4)}"
+    outside_ci = dict.fromkeys(CI_MARKERS)
+    first, again, fresh = (
+        CliRunner().invoke(submit, [path, *extra, "--server", server.url, "--api-key", api_key], env=outside_ci)
+        for extra in (["--idempotency-key", key], ["--idempotency-key", key], [])
+    )
+    assert first.stdout == again.stdout and fresh.stdout != first.stdout
+
+
+def test_no_key_says_how_to_create_one(server: LiveServer, spec_file: Any) -> None:
+    path = str(spec_file(f"nokey-{secrets.token_hex(3)}"))
+    result = CliRunner().invoke(submit, [path, "--server", server.url], env={"LINGUDISTILL_API_KEY": ""})
+    assert result.exit_code == 3
+    assert "lingudistill keys create --tenant NAME" in result.stderr
+
+
+def test_timeout_is_reported_as_a_timeout_with_the_way_back(server: LiveServer, api_key: str, spec_file: Any) -> None:
+    args = ["--wait", "--timeout", "0.3", "--poll-interval", "0.1"]
+    result = invoke(submit, str(spec_file(f"slow-{secrets.token_hex(3)}")), *args, server=server, key=api_key)
+    job_id = result.stdout.strip()
+    assert result.exit_code == 3
+    assert f"timed out after 0.3 s waiting for job {job_id}, which keeps running" in result.stderr
+    assert f"lingudistill jobs wait {job_id}" in result.stderr
+    assert "verdict" not in result.stderr
+
+
+def test_download_of_a_missing_checkpoint_fails_clearly(
+    server: LiveServer, api_key: str, api: LinguDistillClient, tmp_path: Path
+) -> None:
+    job = api.create_job(_remote_spec(f"nockpt-{secrets.token_hex(3)}"))
+    result = invoke(jobs, "download", job.id, str(tmp_path / "out"), "--checkpoint", server=server, key=api_key)
+    assert result.exit_code == 3
+    assert f"job {job.id} has no complete checkpoint" in result.stderr
+
+
+def test_local_models_are_checked_before_any_upload(
+    server: LiveServer, api_key: str, api: LinguDistillClient, spec_file: Any
+) -> None:
+    path = spec_file(f"nomodel-{secrets.token_hex(3)}", teacher="./no-such-teacher")
+    result = invoke(submit, str(path), server=server, key=api_key)
+    assert result.exit_code == 3
+    assert f"teacher: model not found: {path.parent / 'no-such-teacher'}" in result.stderr
+    assert api.list_datasets().items == []  # nothing was uploaded
+
+
+def test_a_local_model_outside_the_allowed_roots_names_the_setting(
+    server: LiveServer, api_key: str, spec_file: Any
+) -> None:
+    path = spec_file(f"roots-{secrets.token_hex(3)}", student="./student")
+    (path.parent / "student").mkdir()
+    (path.parent / "student" / "config.json").write_text("{}")
+    (path.parent / "student" / "model.safetensors").write_bytes(b"weights")
+    result = invoke(submit, str(path), server=server, key=api_key)
+    assert result.exit_code == 3
+    assert "body.student:" in result.stderr
+    assert "allowed only under the server's LINGUDISTILL_ALLOWED_LOCAL_ROOTS (nowhere: none is configured)" in (
+        result.stderr
+    )
+
+
+def test_the_report_is_written_with_its_plots_beside_it(
+    server: LiveServer, api_key: str, api: LinguDistillClient, driver: JobDriver, storage: Any, tmp_path: Path
+) -> None:
+    job = api.create_job(_remote_spec(f"plots-{secrets.token_hex(3)}"))
+    attempt, spec = driver.start(job.id)
+    driver.succeed(job.id, attempt, make_report(spec, after_language=0.7))
+    stored = {"report.md": "# Recovery report\n\n![scores](scores.svg)\n![loss](loss.svg)\n", "scores.svg": "<svg/>"}
+    for name, text in stored.items():
+        (tmp_path / name).write_text(text)
+        storage.put_file(f"jobs/{job.id}/artifacts/{name}", tmp_path / name)
+
+    out = tmp_path / "ci" / "report.md"
+    out.parent.mkdir()
+    result = invoke(jobs, "wait", job.id, "--report", str(out), server=server, key=api_key)
+
+    assert result.exit_code == 0, result.stderr
+    assert out.read_text() == stored["report.md"]
+    assert (out.parent / "scores.svg").read_text() == "<svg/>"
+    assert "the report links loss.svg, which the server does not have" in result.stderr
+
+
+def test_the_eta_follows_the_average_pace_not_the_last_step() -> None:
+    now = [0.0]
+    eta = SmoothedEta(clock=lambda: now[0])
+    assert eta(0, 100) is None  # no pace seen yet
+    for step in range(10, 50, 10):  # 10 steps every 10 s: 1 step/s
+        now[0] += 10
+        steady = eta(step, 100)
+    assert steady == 60.0  # step 40: 60 steps left at 1 step/s
+    now[0] += 1  # then one burst of 10 steps in a second, a pace that would say 5 s
+    burst = eta(50, 100)
+    assert burst is not None and 5.0 < burst < 50.0  # it moves towards the new pace without jumping to it

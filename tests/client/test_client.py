@@ -182,6 +182,22 @@ def test_429_honours_retry_after_and_the_idempotency_key_is_reused(job_json: dic
     assert len(keys) == 4 and keys[0] == keys[1] == keys[2] != keys[3]
 
 
+def test_a_submission_whose_twin_is_in_flight_waits_for_it(job_json: dict[str, Any]) -> None:
+    in_flight = {"type": "t", "title": "In progress", "status": 409, "code": "idempotency_in_flight"}
+    other_conflict = {**in_flight, "code": "invalid_transition"}
+    server, sleeps = ScriptedServer([Scripted(409, in_flight), Scripted(201, job_json)]), Sleeps()
+    with scripted_client(server, sleeps) as api:
+        job = api.create_job(remote_spec("twin"), idempotency_key="ci-github-1")
+    server.close()
+    assert job.id == job_json["id"] and len(server.requests) == 2 and len(sleeps) == 1
+
+    server, sleeps = ScriptedServer([Scripted(409, other_conflict)]), Sleeps()
+    with scripted_client(server, sleeps) as api, pytest.raises(ApiError):
+        api.cancel_job("job_x")  # any other conflict is an answer, not a reason to retry
+    server.close()
+    assert len(server.requests) == 1 and sleeps == []
+
+
 def test_400_and_500_are_not_retried() -> None:
     problem = {"type": "t", "title": "Bad", "status": 400, "code": "bad_request", "detail": "nope"}
     for status in (400, 500):

@@ -9,6 +9,7 @@ from xml.etree import ElementTree
 import pytest
 
 from lingudistill.evaluation import SuiteScore, build_report, write_report
+from lingudistill.evaluation.report import render_markdown
 from lingudistill.spec import JobSpec
 
 
@@ -144,3 +145,29 @@ def test_write_report_renders_markdown_and_plots(tmp_path: Path) -> None:
 def test_write_report_without_metrics_still_plots_scores(tmp_path: Path) -> None:
     written = write_report(sample_report(), tmp_path, None)
     assert sorted(path.name for path in written) == ["report.json", "report.md", "scores.svg"]
+
+
+def test_provenance_is_rendered_for_people_not_as_json(tmp_path: Path) -> None:
+    sha = "ab" * 32
+    report = build_report(
+        make_spec(),
+        teacher={},
+        before={},
+        after={},
+        metrics_path=None,
+        provenance={
+            "student": {"uri": "hf://Org/VLM@abc", "location": "Org/VLM", "revision": "abc"},
+            "datasets": {
+                "text": {"uri": "dataset://ds_1", "records": 256, "sha256": sha},
+                "vqa": {"uri": "dataset://ds_2", "records": 64, "sha256": None},
+            },
+        },
+    )
+    markdown = render_markdown(report, [])
+    provenance = markdown.split("## Provenance", 1)[1]
+    assert "- **seed**: 7" in provenance
+    assert "- **student**: uri `hf://Org/VLM@abc`, location `Org/VLM`, revision `abc`" in provenance
+    assert "| datasets | uri | records | sha256 |" in provenance
+    assert "| text | `dataset://ds_1` | 256 | `abababababab…` |" in provenance
+    assert "| vqa | `dataset://ds_2` | 64 | – |" in provenance
+    assert "{" not in provenance  # no raw JSON

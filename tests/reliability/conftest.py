@@ -14,6 +14,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -24,8 +25,10 @@ from service.app import create_app
 from service.db import session_scope, upgrade_database
 from service.dispatch import RecordingDispatcher
 from service.keys.service import create_key
-from service.models import JobStatus, Metric
+from service.lifecycle import JobStatus
+from service.models import Metric
 from tests.service.conftest import (  # noqa: F401 - fixtures
+    PG_ADMIN_URL,
     backend,
     client,
     dispatcher,
@@ -233,3 +236,86 @@ def assert_invariants(stack: Stack, job_id: str, api: TestClient, tmp: Path, max
     listed = api.get(f"/v1/jobs/{job_id}/checkpoints")
     assert listed.status_code == 200, listed.text
     assert api.get("/readyz").status_code == 200
+
+
+# --- a real uvicorn server in a thread (requests run concurrently on its thread pool) ------------------------
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free loopback port; yields its base URL."""
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+# --- a private Redis server (restarts lose every message: no persistence) -------------------------------------
+
+
+class PrivateRedis:
+    """`redis-server --save '' --appendonly no` on a free loopback port; `restart()` empties it, as an outage of a
+    Redis without persistence does."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port, self.folder = free_port(), folder
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed")
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(command, cwd=self.folder, stdout=subprocess.DEVNULL)
+        wait_until(self._pings, 10, "the private redis")
+
+    def _pings(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """A migrated database of its own on the shared server, for tests whose sweeps must see only their own jobs."""
+    name = f"ld_rel_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+    upgrade_database(url)
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
-from service.models import Checkpoint, Job, JobEvent, JobStatus
+from service.lifecycle import JobStatus
+from service.models import Checkpoint, Job, JobEvent
 from tests.reliability.conftest import (
     FINAL,
     FlakyProxy,

@@ -25,7 +25,7 @@ from PIL import Image
 
 from service.db import session_scope
 from service.keys.service import create_key
-from service.models import FailureReason, JobStatus
+from service.lifecycle import FailureReason, JobStatus
 from tests.service.conftest import free_port
 from tests.worker.conftest import ROOT, Stack, job_spec, wait_until
 

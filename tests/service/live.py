@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import update
 
-from service.models import Job, JobStatus
+from service.lifecycle import JobStatus
+from service.models import Job
 
 
 @pytest.fixture(name="end_live_jobs")

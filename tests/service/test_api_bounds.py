@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 from service.params import INT32_MAX, INT64_MAX
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres", "sqlite"], indirect=True)

@@ -9,8 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from service.db import session_scope
+from service.idempotency.service import prune_expired
 from service.jobs import repository
-from service.models import Checkpoint, Job, JobStatus, Tenant, utcnow
+from service.lifecycle import JobStatus
+from service.models import Checkpoint, IdempotencyKey, Job, Tenant, utcnow
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres", "sqlite"], indirect=True)
 
@@ -275,6 +278,35 @@ def test_a_failed_request_frees_its_idempotency_key(client, spec_body):
     bad = spec_body(student="s3://Bad_Bucket/x")
     assert client.post("/v1/jobs", json=bad, headers=headers).status_code == 422
     assert client.post("/v1/jobs", json=bad, headers=headers).json()["code"] == "uri_not_allowed"  # not replayed
+
+
+def test_a_replay_after_cancel_answers_the_job_as_it_is_now(client, spec_body):
+    headers = {"Idempotency-Key": "cancel-then-replay"}
+    first = client.post("/v1/jobs", json=spec_body(), headers=headers).json()
+    client.post(f"/v1/jobs/{first['id']}/cancel")
+    replay = client.post("/v1/jobs", json=spec_body(), headers=headers)
+    assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
+    assert replay.json()["id"] == first["id"] and first["status"] == "queued"
+    assert replay.json()["status"] == "cancelled"
+
+
+def test_idempotency_keys_expire_after_the_retention_and_are_pruned(client, spec_body, sessions, settings):
+    headers = {"Idempotency-Key": "old-key"}
+    first = client.post("/v1/jobs", json=spec_body(), headers=headers).json()
+    kept = client.post("/v1/jobs", json=spec_body(), headers={"Idempotency-Key": "new-key"}).json()
+    expired = utcnow() - timedelta(hours=settings.idempotency_retention_h, minutes=1)
+    with session_scope(sessions) as session:
+        session.execute(update(IdempotencyKey).where(IdempotencyKey.key == "old-key").values(created_at=expired))
+    again = client.post("/v1/jobs", json=spec_body(), headers=headers)
+    assert again.status_code == 201 and "idempotent-replayed" not in again.headers
+    assert again.json()["id"] != first["id"]  # past the retention, the key is new again
+    with session_scope(sessions) as session:
+        session.execute(update(IdempotencyKey).where(IdempotencyKey.key == "old-key").values(created_at=expired))
+    assert prune_expired(sessions, settings.idempotency_retention_h, batch_size=1) == 1
+    with sessions() as session:
+        mine = select(IdempotencyKey.key).where(IdempotencyKey.key.in_(["old-key", "new-key"]))
+        assert session.scalars(mine).all() == ["new-key"]
+    assert client.post("/v1/jobs", json=spec_body(), headers={"Idempotency-Key": "new-key"}).json()["id"] == kept["id"]
 
 
 def test_report_not_ready_then_ready(client, spec_body, sessions):

@@ -11,17 +11,8 @@ from sqlalchemy import delete, select
 from service.db import session_scope
 from service.jobs import repository as jobs
 from service.keys.repository import get_or_create_tenant
-from service.models import (
-    FINAL_STATUSES,
-    Job,
-    JobEvent,
-    JobStatus,
-    Metric,
-    Tenant,
-    can_transition,
-    new_id,
-    utcnow,
-)
+from service.lifecycle import FINAL_STATUSES, JobStatus, can_transition
+from service.models import Job, JobEvent, Metric, Tenant, new_id, utcnow
 
 SPEC = {
     "name": "j",

@@ -12,7 +12,8 @@ import pytest
 
 from service.db import session_scope
 from service.jobs import repository as jobs
-from service.models import Job, JobStatus
+from service.lifecycle import JobStatus
+from service.models import Job
 
 
 @pytest.fixture
@@ -69,10 +70,12 @@ def test_events_are_cursor_paginated(client, claimed, sessions):
             jobs.append_event(session, job_id, attempt, "log", {"i": i})
     page = client.get(f"/v1/jobs/{job_id}/events", params={"limit": 3}).json()
     assert [e["type"] for e in page["items"]] == ["status", "status", "log"]  # queued, validating, log 0
+    assert page["has_more"] is True
     rest = client.get(f"/v1/jobs/{job_id}/events", params={"after": page["next_cursor"]}).json()
     assert [e["data"]["i"] for e in rest["items"]] == [1, 2, 3, 4]
+    assert rest["has_more"] is False
     empty = client.get(f"/v1/jobs/{job_id}/events", params={"after": rest["next_cursor"]}).json()
-    assert empty == {"items": [], "next_cursor": rest["next_cursor"]}
+    assert empty == {"items": [], "next_cursor": rest["next_cursor"], "has_more": False}
 
 
 def test_sse_resumes_from_last_event_id_and_ends_after_the_final_state(client, claimed, sessions):

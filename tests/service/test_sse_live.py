@@ -18,7 +18,7 @@ from service.db import session_scope
 from service.dispatch import RecordingDispatcher
 from service.jobs import repository as jobs
 from service.keys import service as keys
-from service.models import JobStatus
+from service.lifecycle import JobStatus
 from service.settings import Settings
 from service.storage import LocalStorage
 from tests.service.conftest import free_port

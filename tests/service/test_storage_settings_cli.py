@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -14,6 +22,7 @@ from pydantic import ValidationError
 from service.db import alembic_config, upgrade_database
 from service.settings import Settings
 from service.storage import InvalidKey, LocalStorage, make_storage
+from tests.service.conftest import free_port
 
 
 @pytest.mark.parametrize("kind", ["local", "s3"])
@@ -128,3 +137,114 @@ def test_lingudistill_cli_discovers_the_service_commands():
 
     result = CliRunner().invoke(serve, ["--help"])
     assert result.exit_code == 0 and "--embedded-workers" in result.output
+
+
+# --- `lingudistill serve` as a process -----------------------------------------------------------------------------
+def _descendants(pid: int) -> set[int]:
+    """Every live descendant of `pid`, read from /proc (Linux)."""
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                children = {int(c) for c in (task / "children").read_text().split()}
+                frontier += sorted(children - found)
+                found |= children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _serve_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINGUDISTILL_")}
+    return {**env, "LINGUDISTILL_DATA_DIR": str(tmp_path / "data")}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads process trees from /proc")
+def test_sigterm_stops_serve_and_its_embedded_workers(tmp_path):
+    port = free_port()
+    command = [sys.executable, "-m", "lingudistill.cli", "serve", "--port", str(port), "--embedded-workers", "1"]
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(command, env=_serve_env(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+    family: set[int] = set()
+    try:
+        # the API answers and the embedded Celery worker (a child of serve) says it is ready
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (_ready(port) and _worker_ready(tmp_path / "serve.log")):
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.5)
+        family = _descendants(server.pid)
+        assert family, f"the embedded worker did not start: {(tmp_path / 'serve.log').read_text()}"
+
+        server.send_signal(signal.SIGTERM)  # what `docker stop` and systemd send
+        server.wait(timeout=60)
+        survivors = [pid for pid in family if _alive(pid)]
+        assert survivors == [], f"still running after SIGTERM: {survivors}"
+    finally:
+        for pid in [server.pid, *family, *_descendants(server.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        server.wait()
+        log.close()
+
+
+def _worker_ready(log: Path) -> bool:
+    return " ready." in log.read_text()  # Celery's "celery@host ready."
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+WITHOUT_THE_EXTRA = """
+import importlib.abc, sys
+class Missing(importlib.abc.MetaPathFinder):  # as on a machine without the service extra
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("uvicorn", "fastapi", "httpx"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Missing())
+from lingudistill.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize(("command", "exit_code"), [(["serve"], 1), (["submit", "spec.yaml"], 3)])
+def test_a_command_without_the_service_extra_names_it(tmp_path, command, exit_code):
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_THE_EXTRA, *command],
+        env=_serve_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == exit_code  # submit: 3, "no verdict", never 2 ("the job failed") to a CI gate
+    assert result.stderr.startswith("error: ")
+    assert 'pip install "lingudistill[service]"' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "roots"),
+    [("/data/models", ["/data/models"]), ('["/data/models", "/data/eval"]', ["/data/models", "/data/eval"]), ("", [])],
+)
+def test_allowed_local_roots_take_one_path_or_a_json_list(monkeypatch, value, roots):
+    monkeypatch.setenv("LINGUDISTILL_ALLOWED_LOCAL_ROOTS", value)
+    assert Settings().allowed_local_roots == [Path(root) for root in roots]
+
+
+def test_serve_names_a_bad_setting_in_one_message(tmp_path):
+    env = {**_serve_env(tmp_path), "LINGUDISTILL_ALLOWED_LOCAL_ROOTS": '["/data", '}
+    command = [sys.executable, "-m", "lingudistill.cli", "serve", "--port", str(free_port())]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: invalid settings:\n  LINGUDISTILL_ALLOWED_LOCAL_ROOTS: ")
+    assert "a single path needs no brackets" in result.stderr and "Traceback" not in result.stderr

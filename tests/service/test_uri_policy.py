@@ -151,3 +151,39 @@ def test_a_dataset_must_be_ready_and_of_the_kind_its_field_uses():
         ("body", "evaluation", "language", 1, "uri"): "'dataset://ds_mine': this field needs a dataset of kind "
         "'evaluation', not 'training' (upload it with kind=evaluation)",
     }
+
+
+def test_the_policy_checks_every_uri_field_of_the_spec(tmp_path: Path) -> None:
+    """JobSpec.uri_fields() is the one list: a refused URI in any of them is reported at its own location."""
+    bad = "https://127.0.0.1/x"
+    spec = JobSpec.model_validate(
+        {
+            "name": "all-uris",
+            "student": bad,
+            "teacher": bad,
+            "mixture": [{"name": "text", "uri": bad, "distill": True}],
+            "evaluation": {
+                "language": [{"name": "quiz", "uri": bad}],
+                "vision": [{"name": "shapes", "uri": bad}],
+                "harness": {"tasks": ["arc_easy"], "include_path": str(tmp_path / "outside")},
+            },
+        }
+    )
+    fields = spec.uri_fields()
+    assert [f.role for f in fields] == ["model", "model", "training", "evaluation", "evaluation", "harness"]
+    refused = [e.loc for e in policy(allowed_local_roots=[tmp_path / "root"]).violations(spec)]
+    assert refused == [["body", *f.path] for f in fields]
+
+
+def test_with_uris_replaces_exactly_the_named_fields() -> None:
+    spec = JobSpec.model_validate(
+        {
+            "name": "x",
+            "student": "s3://m/s",
+            "teacher": "s3://m/t",
+            "mixture": [{"name": "a", "uri": "a.jsonl", "distill": True}],
+        }
+    )
+    moved = spec.with_uris({("mixture", 0, "uri"): "dataset://ds_1"})
+    assert [f.uri for f in moved.uri_fields()] == ["s3://m/s", "s3://m/t", "dataset://ds_1"]
+    assert spec.mixture[0].uri == "a.jsonl"  # the original is unchanged

@@ -196,8 +196,14 @@ def page(browser: Any, server: Server) -> Any:
     tab.set_default_timeout(15_000)
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.on("console", lambda message: _note_csp_violation(message, errors))  # e.g. a chart library's inline style
     tab.js_errors = errors
     return tab
+
+
+def _note_csp_violation(message: Any, errors: list[str]) -> None:
+    if message.type == "error" and "Content Security Policy" in message.text:
+        errors.append(message.text)
 
 
 @pytest.fixture(scope="session")

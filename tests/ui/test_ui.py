@@ -6,7 +6,9 @@ data, get a validation error, submit and watch a job, cancel another, compare tw
 
 from __future__ import annotations
 
+import hashlib
 import re
+from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, expect
@@ -36,6 +38,8 @@ def _heading(page: Page, text: str) -> None:
 def test_login_refuses_a_bad_key_then_shows_the_jobs(page: Page, server: Server, shoot: Any) -> None:
     _open(page, server, "/jobs")
     _heading(page, "Log in")
+    expect(page.get_by_role("button", name="Log out")).to_be_hidden()  # `hidden` wins over the bar's display: flex
+    expect(page.get_by_role("navigation", name="Main")).to_be_hidden()
     shoot(page, "login")
 
     page.get_by_label("API key").fill("ldk_not-a-real-key")
@@ -47,7 +51,14 @@ def test_login_refuses_a_bad_key_then_shows_the_jobs(page: Page, server: Server,
     page.get_by_role("button", name="Log in").click()
     _heading(page, "Jobs")
     expect(page.get_by_role("navigation", name="Main")).to_be_visible()
-    expect(page.locator("#jobs-table")).to_contain_text("No jobs match.")
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    expect(page.locator("#jobs-table")).to_contain_text("No jobs yet.")
+    hint = page.get_by_role("region", name="Submit your first job")  # the three ways to submit, on first run
+    expect(hint.get_by_role("link", name="New job")).to_be_visible()
+    expect(hint).to_contain_text(f"LINGUDISTILL_URL={server.url}")
+    expect(hint).to_contain_text("lingudistill submit job.yaml --wait")
+    expect(hint).to_contain_text(f"curl -X POST {server.url}/v1/jobs")
+    shoot(page, "jobs-first-run")
 
 
 UNLABELLED_CONTROLS = """[...document.querySelectorAll('main input, main select, main textarea, main button')]
@@ -75,6 +86,7 @@ def test_upload_datasets_with_progress_and_problems_by_line(page: Page, server: 
     bad = server.world / "bad.jsonl"
     bad.write_text('{"prompt": "what is one plus one ?", "response": "two ."}\n{"prompt": 3}\nnot json\n')
 
+    expect(page.locator("#upload-progress")).to_be_hidden()  # no empty bar before the first upload
     page.get_by_label("File").set_input_files(str(bad))
     page.get_by_role("button", name="Upload and validate").click()
     result = page.locator("#upload-result")
@@ -151,7 +163,7 @@ def test_submit_a_toy_job_and_watch_it_succeed(page: Page, server: Server, shoot
     _heading(page, "ui-lingudistill")
     job_id = page.url.rsplit("/", 1)[-1]
     expect(page.locator("#job-status .badge")).to_have_text(re.compile("running|evaluating|succeeded"), timeout=60_000)
-    expect(page.locator("#chart-loss path.series").first).to_be_attached(timeout=60_000)
+    expect(page.locator('#chart-loss .u-legend [data-series="loss"]')).to_be_attached(timeout=60_000)
     expect(page.locator("#job-progress")).not_to_have_attribute("value", "0")
     shoot(page, "job-running")
 
@@ -168,9 +180,9 @@ def test_submit_a_toy_job_and_watch_it_succeed(page: Page, server: Server, shoot
     expect(page.locator("#job-status .badge")).to_have_text("succeeded")
     expect(page.locator("#job-progress")).to_have_attribute("value", "100")
     for name in ("loss", "loss_ce", "loss_kd"):
-        expect(page.locator(f'#chart-loss path.series[data-series="{name}"]')).to_have_count(1)
-    expect(page.locator('#chart-sources path.series[data-series^="loss_ce/"]').first).to_be_attached()
-    expect(page.locator("#chart-lr path.series").first).to_be_attached()
+        expect(page.locator(f'#chart-loss .u-legend [data-series="{name}"]')).to_have_count(1)
+    expect(page.locator('#chart-sources .u-legend [data-series^="loss_ce/"]').first).to_be_attached()
+    expect(page.locator("#chart-lr .u-legend [data-series]").first).to_be_attached()
     expect(page.locator("#checkpoints details.checkpoint")).to_have_count(1)  # step 3 (the last step is the model)
     expect(page.locator("#report [data-verdict]")).to_be_visible()
     expect(page.locator("#gates-table tbody tr")).to_have_count(2)
@@ -178,11 +190,96 @@ def test_submit_a_toy_job_and_watch_it_succeed(page: Page, server: Server, shoot
     expect(page.locator("#vision-table")).to_contain_text("colours")
     expect(page.locator("#report-plots img")).to_have_count(3)
     page.wait_for_function("[...document.querySelectorAll('#report-plots img')].every(i => i.naturalWidth > 0)")
-    expect(page.locator("#events li[data-type=status]").first).to_contain_text("succeeded")
+    expect(page.locator("#events li[data-type=status]").first).to_contain_text(re.compile("succeeded", re.I))
+    assert page.locator("#events .event-text").all_inner_texts()
+    assert not [text for text in page.locator("#events .event-text").all_inner_texts() if "{" in text]  # no raw JSON
     expect(page.locator("#spec")).to_contain_text('"kd_sources": "selective"')
     expect(page.get_by_role("button", name="Cancel job")).to_be_disabled()
+    _scores_are_percents(page)
+    assert page.evaluate(UNLABELLED_CONTROLS) == []
     shoot(page, "job")
+    _download_a_model_file(page, server, job_id)
+    _explore_the_loss_chart(page)
     assert not page.js_errors
+
+
+def _scores_are_percents(page: Page) -> None:
+    """One number format: scores and recoveries in percent with one decimal, differences in percentage points."""
+    percent, change = re.compile(r"^-?\d{1,3}\.\d%$"), re.compile(r"^([+−]?\d{1,3}\.\d pp|—)$")
+    # the first suite's cells: metric, items, teacher, before, after, Δ, recovery
+    cells = page.locator("#language-table tbody tr").first.locator("td")
+    for column in (2, 3, 4):
+        expect(cells.nth(column)).to_have_text(percent)
+    expect(cells.nth(5)).to_have_text(change)
+    expect(page.locator("#gates-table tbody tr").first.locator("td").first).to_have_text("5.0%")  # min_recovery 0.05
+    expect(page.locator("#gates-table tbody tr").nth(1).locator("td").first).to_have_text("50.0 pp")  # max_vision_drop
+
+
+def _download_a_model_file(page: Page, server: Server, job_id: str) -> None:
+    """The repaired model's files download with the key, each checked against its sha256 before it is saved."""
+    with server.client() as client:
+        manifest = client.get(f"/v1/jobs/{job_id}/model").json()["manifest"]
+    path = "config.json" if "config.json" in manifest else sorted(manifest)[0]
+    model = page.locator("#model")
+    expect(model.get_by_role("button", name=f"Download all {len(manifest)} files")).to_be_visible()
+    row = model.locator(f'li[data-path="{path}"]')
+    with page.expect_download() as download:
+        row.get_by_role("link", name=path).click()
+    saved = Path(download.value.path()).read_bytes()
+    assert hashlib.sha256(saved).hexdigest() == manifest[path]
+    expect(row.locator(".file-status")).to_have_text("✓ sha256 verified, saved")
+    expect(model).to_contain_text(f"lingudistill jobs download {job_id} model/")
+
+
+def _explore_the_loss_chart(page: Page) -> None:
+    """What W&B users reach for: hover values, drag to zoom and double-click back, smoothing, a log axis."""
+    chart = page.locator("#chart-loss")
+    plot = chart.locator(".u-over")
+    plot.scroll_into_view_if_needed()
+    box = plot.bounding_box()
+    assert box is not None
+    step_value = chart.locator(".u-legend .u-series").first.locator(".u-value")
+    expect(step_value).to_have_text("6")  # away from the cursor: the latest step and values
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+    expect(step_value).to_have_text(re.compile(r"^[1-5]$"))  # the step under the cursor
+    hovered = step_value.inner_text()
+    expect(page.locator("#chart-lr .u-legend .u-series").first.locator(".u-value")).to_have_text(hovered)  # in sync
+    expect(chart.locator('.u-legend [data-series="loss"] .u-value')).to_have_text(re.compile(r"^\d"))
+
+    page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5, steps=5)
+    page.mouse.up()
+    reset = chart.get_by_role("button", name="Reset zoom")
+    expect(reset).to_be_visible()
+    plot.dblclick()
+    expect(reset).to_be_hidden()
+
+    kd = chart.locator('.u-legend [data-series="loss_kd"]')  # a legend entry hides its line, by keyboard too
+    kd.focus()
+    page.keyboard.press("Enter")
+    expect(kd).to_have_attribute("aria-pressed", "false")
+    expect(kd).to_have_class(re.compile(r"\bu-off\b"))
+    page.keyboard.press("Enter")
+    expect(kd).to_have_attribute("aria-pressed", "true")
+
+    smoothing = page.get_by_label("Smoothing (EMA)")
+    smoothing.focus()
+    page.keyboard.press("End")
+    expect(page.locator("#chart-smoothing-value")).to_have_text("0.99")
+    expect(chart.locator(".u-legend .raw-line")).to_have_count(3)  # the raw values stay, faint, under the smoothed
+    page.keyboard.press("Home")
+    expect(chart.locator(".u-legend .raw-line")).to_have_count(0)
+
+    with page.expect_download() as download:
+        chart.get_by_role("button", name="Loss: total, CE and KD: download CSV").click()
+    csv = Path(download.value.path()).read_text().splitlines()
+    assert csv[0] == "step,loss,loss_ce,loss_kd" and [row.split(",")[0] for row in csv[1:]] == list("123456"), csv
+
+    page.get_by_label("Log scale (y)").check()
+    expect(chart).to_have_attribute("data-scale", "log")
+    page.get_by_label("Log scale (y)").uncheck()
+    expect(chart).to_have_attribute("data-scale", "linear")
 
 
 def test_cancel_a_second_job(page: Page, server: Server, shoot: Any) -> None:
@@ -197,7 +294,15 @@ def test_cancel_a_second_job(page: Page, server: Server, shoot: Any) -> None:
     page.get_by_role("button", name="Cancel job").click()
     expect(page.locator("#job-status .badge")).to_have_text("cancelled", timeout=60_000)
     expect(page.get_by_role("button", name="Retry")).to_be_enabled()
-    expect(page.locator("#events")).to_contain_text("by user")
+    cancelled = page.locator("#events li[data-type=status]").first  # a sentence, whether the API wrote it or the UI
+    expect(cancelled).to_contain_text(re.compile(r"^(?!.*[{}]).*cancel", re.I))
+    expect(cancelled).to_have_attribute("data-level", re.compile(r"^(warning|info)$"))
+    page.get_by_label("Warnings and errors only").check()
+    expect(page.locator("#events li[data-level=info]").first).to_be_hidden()
+    page.get_by_label("Warnings and errors only").uncheck()
+    expect(page.locator("#events li[data-level=info]").first).to_be_visible()
+    expect(page.locator("#checkpoints")).to_contain_text("No checkpoint was completed (one every 1000 steps)")
+    expect(page.locator("#model")).to_contain_text("ended cancelled without a model")
     shoot(page, "job-cancelled")
 
 
@@ -206,11 +311,15 @@ def test_compare_lingudistill_with_plain_fine_tuning(page: Page, server: Server,
         jobs = client.get("/v1/jobs", params={"name": "ui-lingudistill"}).json()["items"]
         spec = dict(jobs[0]["spec"], name="ui-baseline-ce-only")
         spec["method"] = {**spec["method"], "kd_sources": "none"}
-        spec["training"] = {**spec["training"], "seed": None}
+        spec["training"] = {**spec["training"], "seed": None, "checkpoint_every": 1000}  # as the toy job: none kept
         response = client.post("/v1/jobs", json=spec)
         assert response.status_code == 201, response.text
     baseline = server.wait_job(response.json()["id"], {"succeeded", "failed"}, JOB_TIMEOUT_MS / 1000)
     assert baseline["status"] == "succeeded", baseline
+
+    _open(page, server, f"/jobs/{baseline['id']}")  # a finished job without checkpoints still offers its model
+    expect(page.locator("#checkpoints")).to_contain_text("No intermediate checkpoint was kept (one every 1000 steps)")
+    expect(page.locator("#model").get_by_role("button", name=re.compile(r"^Download all \d+ files$"))).to_be_visible()
 
     _open(page, server, f"/compare?a={jobs[0]['id']}&b={baseline['id']}")
     _heading(page, "Compare jobs")
@@ -218,9 +327,28 @@ def test_compare_lingudistill_with_plain_fine_tuning(page: Page, server: Server,
     expect(report).to_contain_text("sums: recovery")
     expect(report).to_contain_text("Verdict")
     expect(page.locator("#compare-spec")).to_contain_text("method.kd_sources")
-    expect(page.locator("#cmp-loss path.series")).to_have_count(2)
+    expect(page.locator("#cmp-loss .u-legend [data-series=loss]")).to_have_count(2)
+    kd_by_step = _legend_values_along(page, "#cmp-kd", steps=6)  # the KD term: A distils, the baseline does not
+    assert all(b == "0" for _, b in kd_by_step) and any(a != "0" for a, _ in kd_by_step), kd_by_step
+    mean_recovery = report.locator("tr", has_text="Mean recovery").locator("td").first
+    expect(mean_recovery).to_have_text(re.compile(r"^(-?\d+\.\d%|n/a)$"))
     shoot(page, "compare")
     assert not page.js_errors
+
+
+def _legend_values_along(page: Page, chart_id: str, steps: int) -> list[list[str]]:
+    """The values the legend shows under the cursor at each step, left to right (what a user reads by hovering)."""
+    plot = page.locator(f"{chart_id} .u-over")
+    plot.scroll_into_view_if_needed()
+    box = plot.bounding_box()
+    assert box is not None
+    seen = []
+    for i in range(steps):
+        page.mouse.move(box["x"] + min(box["width"] * i / (steps - 1), box["width"] - 1), box["y"] + box["height"] / 2)
+        expect(page.locator(f"{chart_id} .u-legend .u-series").first.locator(".u-value")).to_have_text(str(i + 1))
+        seen.append(page.locator(f"{chart_id} .u-legend [data-series] .u-value").all_inner_texts())
+    page.mouse.move(0, 0)  # away again: the legends go back to the latest values
+    return seen
 
 
 def _long_training() -> dict[str, Any]:
@@ -243,10 +371,9 @@ def test_stays_usable_at_a_thousand_jobs_and_a_100k_step_run(page: Page, server:
     _open(page, server, f"/jobs/{long_run}")
     _heading(page, "ui-long-run")
     expect(page.locator("#job-progress")).to_have_attribute("value", "100")
-    path = page.locator('#chart-loss path.series[data-series="loss"]')
-    expect(path).to_have_count(1)
-    points = path.get_attribute("d").count("L") + 1
-    assert 100 <= points <= 400  # downsampled by the API, never 100k points in the page
+    line = page.locator('#chart-loss .u-legend [data-series="loss"]')
+    expect(line).to_have_count(1)
+    assert 100 <= int(line.get_attribute("data-points") or 0) <= 400  # downsampled by the API, never 100k points
     assert not page.js_errors
 
 

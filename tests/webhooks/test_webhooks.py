@@ -21,7 +21,8 @@ from service.client import ApiError, DeliveryOut, LinguDistillClient
 from service.db import make_engine, session_scope, upgrade_database
 from service.jobs import repository as jobs_repository
 from service.keys.service import create_key
-from service.models import Job, JobStatus, WebhookEndpoint
+from service.lifecycle import JobStatus
+from service.models import Job, WebhookEndpoint
 from service.settings import Settings
 from service.webhooks.delivery import DeliveryLoop, Outgoing, post_signed
 from service.webhooks.signing import InvalidSignature, generate_secret, sign_headers, verify

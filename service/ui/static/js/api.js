@@ -81,14 +81,28 @@ export async function fetchBlob(path) {
 }
 
 export async function download(path, filename) {
-  const url = /^https?:/.test(path) ? path : URL.createObjectURL(await fetchBlob(path));
+  if (/^https?:/.test(path)) return clickLink(path, filename); // a presigned URL needs no key
+  return saveBlob(await fetchBlob(path), filename);
+}
+
+/** Save a blob as a file, as a download link would. */
+export function saveBlob(blob, filename) {
+  const url = URL.createObjectURL(blob);
+  clickLink(url, filename);
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function clickLink(href, filename) {
   const link = document.createElement("a");
-  link.href = url;
-  link.download = filename;
+  link.href = href;
+  link.download = filename; // ignored across origins: a presigned URL then opens in a new tab, not over the UI
+  if (new URL(href, location.href).origin !== location.origin && !href.startsWith("blob:")) {
+    link.target = "_blank";
+    link.rel = "noopener";
+  }
   document.body.append(link);
   link.click();
   link.remove();
-  if (!/^https?:/.test(path)) setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
 /**
@@ -191,14 +205,8 @@ export function uploadFile(path, file, query, onProgress) {
   });
 }
 
-export const STATUSES = [
-  "queued",
-  "validating",
-  "running",
-  "evaluating",
-  "cancelling",
-  "succeeded",
-  "failed",
-  "cancelled",
-];
-export const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+// The job lifecycle is the API's (service/lifecycle.py): the JobStatus enum of its OpenAPI document, read once
+// before any page renders; `x-final` names those of a finished job.
+const lifecycle = (await fetch("/openapi.json").then((r) => r.json())).components.schemas.JobStatus;
+export const STATUSES = lifecycle.enum;
+export const FINAL = new Set(lifecycle["x-final"]);

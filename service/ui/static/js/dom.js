@@ -53,9 +53,26 @@ export function number(value, digits = 4) {
   return Number(value.toPrecision(digits)).toString();
 }
 
+// One number format for scores everywhere (the jobs table, the job page, the comparison): scores, recoveries and
+// gate values are percents with one decimal (0.7826 -> 78.3%); a difference of two scores is in percentage points.
+
 export function percent(value, digits = 1) {
-  if (value === null || value === undefined) return "—";
+  if (value === null || value === undefined || Number.isNaN(value)) return "—";
   return `${(value * 100).toFixed(digits)}%`;
+}
+
+/** A change of a score, signed, in percentage points: +0.5625 -> "+56.3 pp". */
+export function pointsChange(value) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "—";
+  const text = `${Math.abs(value * 100).toFixed(1)} pp`;
+  if (text === "0.0 pp") return text;
+  return `${value > 0 ? "+" : "−"}${text}`;
+}
+
+/** A size of a score difference (a drop, a tolerance), unsigned, in percentage points: 0.05 -> "5.0 pp". */
+export function points(value) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "—";
+  return `${(value * 100).toFixed(1)} pp`;
 }
 
 export function duration(seconds) {

@@ -128,7 +128,7 @@ window.addEventListener("ld:unauthorized", () => {
   announce("Your API key was refused; log in again.");
   location.hash = "#/login";
 });
-document.addEventListener("DOMContentLoaded", () => {
+function start() {
   document.getElementById("logout").addEventListener("click", () => {
     session.clear();
     announce("Logged out.");
@@ -140,4 +140,8 @@ document.addEventListener("DOMContentLoaded", () => {
     document.getElementById("main").focus();
   });
   route();
-});
+}
+// api.js reads the lifecycle from the OpenAPI document before this module runs, which may be after
+// DOMContentLoaded has fired: start at once then.
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+else start();

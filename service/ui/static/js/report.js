@@ -1,6 +1,6 @@
 // The recovery report as tables (shared by the job page and the comparison).
 
-import { h, number, percent } from "./dom.js";
+import { h, number, percent, points, pointsChange } from "./dom.js";
 
 export function verdict(report) {
   return h(
@@ -17,8 +17,8 @@ export function gatesTable(report) {
     ["Gate", "Threshold", "Value", "Verdict", "Note"],
     report.gates.map((gate) => [
       h("code", {}, gate.name),
-      number(gate.threshold),
-      number(gate.value),
+      gateNumber(gate.name, gate.threshold),
+      gateNumber(gate.name, gate.value),
       h("span", { class: gate.passed ? "verdict pass" : "verdict fail" }, gate.passed ? "✓ pass" : "✗ fail"),
       gate.note || "",
     ]),
@@ -32,10 +32,10 @@ export function languageTable(report) {
     suite.name,
     suite.metric || "",
     suite.n_items ?? "—",
-    number(suite.teacher),
-    number(suite.before),
-    number(suite.after),
-    signed(suite.delta),
+    percent(suite.teacher),
+    percent(suite.before),
+    percent(suite.after),
+    pointsChange(suite.delta),
     suite.recovery === null || suite.recovery === undefined
       ? h("span", { title: suite.recovery_note || "" }, "n/a")
       : percent(suite.recovery),
@@ -44,9 +44,9 @@ export function languageTable(report) {
     h("strong", {}, "Average"),
     "",
     "",
-    number(language.average.teacher),
-    number(language.average.before),
-    number(language.average.after),
+    percent(language.average.teacher),
+    percent(language.average.before),
+    percent(language.average.after),
     "",
     h("strong", {}, language.mean_recovery === null ? "n/a" : percent(language.mean_recovery)),
   ]);
@@ -54,16 +54,16 @@ export function languageTable(report) {
   return h(
     "div",
     {},
-    table("Language suites (recovery = (after − before) / (teacher − before))", ["Suite", "Metric", "Items", "Teacher", "Before", "After", "Δ", "Recovery"], rows, "language-table"),
+    table("Language suites: scores in %, Δ in percentage points (pp), recovery = (after − before) / (teacher − before)", ["Suite", "Metric", "Items", "Teacher", "Before", "After", "Δ", "Recovery"], rows, "language-table"),
     notes.length ? h("ul", { class: "notes small muted" }, notes) : null,
   );
 }
 
 export function visionTable(report) {
   const vision = report.vision;
-  const rows = vision.suites.map((suite) => [suite.name, suite.metric || "", suite.n_items ?? "—", number(suite.before), number(suite.after), signed(suite.retention)]);
-  rows.push([h("strong", {}, "Average"), "", "", number(vision.average.before), number(vision.average.after), signed(vision.retention)]);
-  return table("Vision suites (retention = after − before)", ["Suite", "Metric", "Items", "Before", "After", "Retention"], rows, "vision-table");
+  const rows = vision.suites.map((suite) => [suite.name, suite.metric || "", suite.n_items ?? "—", percent(suite.before), percent(suite.after), pointsChange(suite.retention)]);
+  rows.push([h("strong", {}, "Average"), "", "", percent(vision.average.before), percent(vision.average.after), pointsChange(vision.retention)]);
+  return table("Vision suites: scores in %, retention = after − before in percentage points (pp)", ["Suite", "Metric", "Items", "Before", "After", "Retention"], rows, "vision-table");
 }
 
 export function table(caption, headers, rows, id) {
@@ -80,7 +80,9 @@ export function table(caption, headers, rows, id) {
   );
 }
 
-function signed(value) {
-  if (value === null || value === undefined) return "—";
-  return `${value > 0 ? "+" : ""}${number(value)}`;
+/** Gate values in the unit of what they bound: a recovery is a percent, a drop is in percentage points. */
+export function gateNumber(name, value) {
+  if (name.includes("recovery")) return percent(value);
+  if (name.includes("drop")) return points(value);
+  return number(value);
 }

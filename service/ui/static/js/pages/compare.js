@@ -1,9 +1,10 @@
 // Compare two jobs: settings that differ, loss curves overlaid, and the reports side by side.
 
 import { api } from "../api.js";
-import { MetricSeries, lineChart } from "../chart.js";
-import { clear, errorBox, field, h, navigate, number, percent, routeQuery, statusBadge } from "../dom.js";
-import { table } from "../report.js";
+import { chartControls, LineChart } from "../chart.js";
+import { clear, errorBox, field, h, navigate, percent, points, pointsChange, routeQuery, statusBadge } from "../dom.js";
+import { MetricSeries } from "../metrics.js";
+import { gateNumber, table } from "../report.js";
 
 const COLOURS = ["#1d4ed8", "#b45309"];
 
@@ -49,7 +50,13 @@ export async function renderCompare(main) {
   ]);
   const label = (i) => `${"AB"[i]}: ${jobs[i].name}`;
   const overlay = (name) =>
-    series.flatMap((metrics, i) => metrics.pick([name]).map((one) => ({ ...one, label: label(i), colour: COLOURS[i], dash: i ? "6 3" : "" })));
+    series.flatMap((metrics, i) => metrics.pick([name]).map((one) => ({ ...one, label: label(i), colour: COLOURS[i], dash: i ? [6, 3] : [] })));
+  const charts = [
+    ["cmp-loss", "Total loss", "loss", "loss"],
+    ["cmp-ce", "Cross-entropy", "loss", "loss_ce"],
+    ["cmp-kd", "KD term", "loss", "loss_kd"],
+    ["cmp-tps", "Throughput", "tokens/s", "tokens_per_s"],
+  ].map(([id, title, yLabel, metric]) => Object.assign(new LineChart({ id, title, yLabel }), { metric }));
 
   clear(
     body,
@@ -80,19 +87,14 @@ export async function renderCompare(main) {
       "section",
       { class: "card", "aria-labelledby": "cmp-curves" },
       h("h2", { id: "cmp-curves" }, "Curves"),
-      h(
-        "div",
-        { class: "charts" },
-        lineChart({ id: "cmp-loss", title: "Total loss", yLabel: "loss", series: overlay("loss") }),
-        lineChart({ id: "cmp-ce", title: "Cross-entropy", yLabel: "loss", series: overlay("loss_ce") }),
-        lineChart({ id: "cmp-kd", title: "KD term", yLabel: "loss", series: overlay("loss_kd") }),
-        lineChart({ id: "cmp-tps", title: "Throughput", yLabel: "tokens/s", series: overlay("tokens_per_s") }),
-      ),
+      chartControls(() => charts),
+      h("div", { class: "charts" }, charts.map((chart) => chart.element)),
     ),
     h("section", { class: "card", "aria-labelledby": "cmp-report" }, h("h2", { id: "cmp-report" }, "Reports"), reportComparison(jobs, reports)),
     h("section", { class: "card", "aria-labelledby": "cmp-spec" }, h("h2", { id: "cmp-spec" }, "Settings that differ"), specDiff(jobs)),
   );
-  return null;
+  for (const chart of charts) chart.update(overlay(chart.metric));
+  return () => charts.forEach((chart) => chart.destroy());
 }
 
 function reportComparison(jobs, reports) {
@@ -102,23 +104,23 @@ function reportComparison(jobs, reports) {
   const suite = (report, kind, name) => report?.[kind].suites.find((s) => s.name === name);
   for (const name of suiteNames("language")) {
     const [a, b] = reports.map((report) => suite(report, "language", name));
-    rows.push([`${name} (language): after`, number(a?.after), number(b?.after)]);
+    rows.push([`${name} (language): after`, percent(a?.after), percent(b?.after)]);
     rows.push([`${name}: recovery`, a?.recovery == null ? "n/a" : percent(a.recovery), b?.recovery == null ? "n/a" : percent(b.recovery)]);
   }
   for (const name of suiteNames("vision")) {
     const [a, b] = reports.map((report) => suite(report, "vision", name));
-    rows.push([`${name} (vision): after`, number(a?.after), number(b?.after)]);
-    rows.push([`${name}: retention`, number(a?.retention), number(b?.retention)]);
+    rows.push([`${name} (vision): after`, percent(a?.after), percent(b?.after)]);
+    rows.push([`${name}: retention`, pointsChange(a?.retention), pointsChange(b?.retention)]);
   }
   rows.push(["Mean recovery", ...reports.map((r) => (r && r.language.mean_recovery != null ? percent(r.language.mean_recovery) : "n/a"))]);
-  rows.push(["Vision drop", ...reports.map((r) => number(r?.vision.drop))]);
+  rows.push(["Vision drop", ...reports.map((r) => points(r?.vision.drop))]);
   const gateNames = [...new Set(reports.flatMap((report) => (report ? report.gates.map((g) => g.name) : [])))];
   for (const gate of gateNames) {
     rows.push([
       `Gate ${gate}`,
       ...reports.map((report) => {
         const found = report?.gates.find((g) => g.name === gate);
-        return found ? h("span", { class: found.passed ? "verdict pass" : "verdict fail" }, `${found.passed ? "✓" : "✗"} ${number(found.value)}`) : "—";
+        return found ? h("span", { class: found.passed ? "verdict pass" : "verdict fail" }, `${found.passed ? "✓" : "✗"} ${gateNumber(gate, found.value)}`) : "—";
       }),
     ]);
   }

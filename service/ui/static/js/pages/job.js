@@ -1,8 +1,11 @@
 // One job: live progress, loss curves, events, checkpoints, the report, the spec, cancel and retry.
 
 import { api, download, fetchBlob, FINAL, followEvents } from "../api.js";
-import { MetricSeries, lineChart } from "../chart.js";
+import { chartControls, LineChart } from "../chart.js";
 import { announce, bytes, clear, clock, duration, errorBox, h, number, statusBadge, timeCell } from "../dom.js";
+import { describeEvent, eventLevel } from "../events.js";
+import { MetricSeries } from "../metrics.js";
+import { checkpointList, modelDownloads } from "../model.js";
 import { gatesTable, languageTable, verdict, visionTable } from "../report.js";
 
 const POLL_MS = 2000; // step, ETA and metrics are rows, not events: read them while the job is active
@@ -27,8 +30,15 @@ export async function renderJob(main, jobId) {
   const statusLine = h("div", { class: "status-line", id: "job-status" }); // changes are announced, not re-read
   const buttons = h("div", { class: "actions" });
   const progressBox = h("section", { class: "card", "aria-labelledby": "progress-title" });
-  const charts = h("div", { class: "charts", id: "charts" });
+  const lineCharts = [
+    new LineChart({ id: "chart-loss", title: "Loss: total, CE and KD", yLabel: "loss" }),
+    new LineChart({ id: "chart-sources", title: "Loss per source", yLabel: "loss" }),
+    new LineChart({ id: "chart-lr", title: "Learning rate", yLabel: "lr" }),
+    new LineChart({ id: "chart-throughput", title: "Throughput", yLabel: "tokens/s" }),
+  ];
+  const charts = h("div", { class: "charts", id: "charts" }, lineCharts.map((chart) => chart.element));
   const eventsList = h("ol", { class: "timeline", id: "events", "aria-label": "Events, newest first" });
+  const modelBox = h("div", { id: "model" });
   const checkpointsBox = h("div", { id: "checkpoints" });
   const reportBox = h("div", { id: "report" }, h("p", { class: "muted" }, "The report appears when the job has been evaluated."));
   const specBox = h("pre", { class: "spec", id: "spec", tabindex: "0", "aria-label": "Resolved spec (JSON)" });
@@ -39,12 +49,12 @@ export async function renderJob(main, jobId) {
     h("div", { class: "page-head" }, title, buttons),
     statusLine,
     progressBox,
-    section("Training curves", "curves", charts),
+    section("Training curves", "curves", chartControls(() => lineCharts), charts),
     h(
       "div",
       { class: "two-col" },
-      section("Events", "events-title", eventsList),
-      section("Checkpoints", "checkpoints-title", checkpointsBox),
+      section("Events", "events-title", problemsOnlyToggle(eventsList), eventsList),
+      section("Model and checkpoints", "checkpoints-title", modelBox, h("h3", {}, "Checkpoints"), checkpointsBox),
     ),
     section("Recovery report", "report-title", reportBox),
     section("Resolved spec", "spec-title", specBox),
@@ -91,19 +101,17 @@ export async function renderJob(main, jobId) {
         h("progress", { id: "job-progress", max: 100, value: pct, "aria-label": "Training progress", "aria-valuetext": `${Math.round(pct)} percent` }),
         h("strong", { class: "pct" }, `${Math.round(pct)}%`),
       ),
-      job.queue_info ? h("p", { class: "muted" }, `Queued: ${job.queue_info.reason}`) : null,
+      job.queue_info ? h("p", { class: "muted", id: "queue-info" }, queueText(job.queue_info)) : null,
       h("dl", { class: "facts" }, facts.map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value)))),
     );
   }
 
   function renderCharts() {
-    clear(
-      charts,
-      lineChart({ id: "chart-loss", title: "Loss: total, CE and KD", yLabel: "loss", series: metrics.pick(["loss", "loss_ce", "loss_kd"]) }),
-      lineChart({ id: "chart-sources", title: "Loss per source", yLabel: "loss", series: metrics.matching(["loss_ce/", "loss_kd/"]) }),
-      lineChart({ id: "chart-lr", title: "Learning rate", yLabel: "lr", series: learningRates() }),
-      lineChart({ id: "chart-throughput", title: "Throughput", yLabel: "tokens/s", series: metrics.pick(["tokens_per_s"]) }),
-    );
+    const [loss, sources, lr, throughput] = lineCharts;
+    loss.update(metrics.pick(["loss", "loss_ce", "loss_kd"]));
+    sources.update(metrics.matching(["loss_ce/", "loss_kd/"]));
+    lr.update(learningRates());
+    throughput.update(metrics.pick(["tokens_per_s"]));
   }
 
   function learningRates() {
@@ -115,51 +123,21 @@ export async function renderJob(main, jobId) {
   function addEvent(event) {
     if (shownEvents.has(event.id)) return;
     shownEvents.add(event.id);
+    const level = eventLevel(event);
     const item = h(
       "li",
-      { dataset: { type: event.type } },
+      { class: `level-${level}`, dataset: { type: event.type, level } },
       h("time", { datetime: event.created_at }, clock(event.created_at)),
-      h("span", { class: `event-type type-${event.type}` }, event.type),
-      h("span", { class: "event-text" }, describe(event)),
+      h("span", { class: "event-type" }, event.type.replaceAll("_", " ")),
+      h("span", { class: "event-text" }, describeEvent(event)),
     );
     eventsList.prepend(item);
     while (eventsList.children.length > MAX_EVENTS_SHOWN) eventsList.lastElementChild.remove();
   }
 
   async function renderCheckpoints() {
-    let list;
-    try {
-      list = await api(`/v1/jobs/${job.id}/checkpoints`);
-    } catch (error) {
-      clear(checkpointsBox, errorBox(error));
-      return;
-    }
-    if (list.items.length === 0) {
-      clear(checkpointsBox, h("p", { class: "muted" }, "No complete checkpoint yet."));
-      return;
-    }
-    clear(
-      checkpointsBox,
-      list.items.map((checkpoint) =>
-        h(
-          "details",
-          { class: "checkpoint", dataset: { step: checkpoint.step } },
-          h("summary", {}, `Step ${checkpoint.step} · attempt ${checkpoint.attempt} · ${bytes(checkpoint.size_bytes)} · ${checkpoint.files.length} files`),
-          h(
-            "ul",
-            { class: "files" },
-            checkpoint.files.map((file) =>
-              h(
-                "li",
-                {},
-                h("a", { href: file.url, download: file.path, onclick: (event) => { event.preventDefault(); download(file.url, file.path.split("/").pop()); } }, file.path),
-                h("span", { class: "muted mono small", title: "sha256" }, ` ${file.sha256.slice(0, 12)}…`),
-              ),
-            ),
-          ),
-        ),
-      ),
-    );
+    clear(modelBox, await modelDownloads(job));
+    clear(checkpointsBox, await checkpointList(job));
   }
 
   async function renderReport() {
@@ -215,6 +193,7 @@ export async function renderJob(main, jobId) {
     renderCharts();
     if (previous !== job.status) announce(`Job ${job.name} is ${job.status}.`);
     if (FINAL.has(job.status)) await catchUpEvents();
+    if (previous !== job.status && FINAL.has(job.status)) await renderCheckpoints(); // the model, once it succeeded
     if (FINAL.has(job.status) && !reportShown) await renderReport();
   }
 
@@ -247,7 +226,8 @@ export async function renderJob(main, jobId) {
       job = await api(`/v1/jobs/${job.id}/cancel`, { method: "POST" });
       announce(`Cancel requested: ${job.status}.`);
       renderHeader();
-      if (FINAL.has(job.status)) await catchUpEvents(); // a queued job is cancelled at once
+      renderProgress();
+      if (FINAL.has(job.status)) await Promise.all([catchUpEvents(), renderCheckpoints(), renderReport()]); // a queued job ends at once
       schedule();
     } catch (error) {
       statusLine.append(errorBox(error));
@@ -307,6 +287,7 @@ export async function renderJob(main, jobId) {
     alive = false;
     clearTimeout(timer);
     if (stream) stream.close();
+    lineCharts.forEach((chart) => chart.destroy());
     objectUrls.forEach((url) => URL.revokeObjectURL(url));
   };
 }
@@ -316,26 +297,18 @@ function chartedMetrics(spec) {
   return ["loss", "loss_ce", "loss_kd", "tokens_per_s", "lr", "lr/decoder", "lr/projector", "lr/vision", ...sources];
 }
 
-function section(title, id, ...content) {
-  return h("section", { class: "card", "aria-labelledby": id }, h("h2", { id }, title), content);
+/** Like a log viewer's level filter: hide the info events to see what went wrong. */
+function problemsOnlyToggle(list) {
+  const box = h("input", { type: "checkbox", id: "events-problems-only" });
+  box.addEventListener("change", () => list.classList.toggle("problems-only", box.checked));
+  return h("label", { class: "check-inline small events-filter" }, box, " Warnings and errors only");
 }
 
-function describe(event) {
-  const data = event.data || {};
-  switch (event.type) {
-    case "status":
-      return [data.status, data.by ? `by ${data.by}` : null, data.retry ? "(retry)" : null, data.worker ? `on ${data.worker}` : null]
-        .filter(Boolean)
-        .join(" ");
-    case "checkpoint":
-      return `checkpoint at step ${data.step} (${bytes(data.size_bytes)})`;
-    case "training":
-      return `training from step ${data.from_step} of ${data.total_steps}`;
-    case "uploaded":
-      return `uploaded ${data.model_files} model file(s), ${data.artifact_files} report file(s)`;
-    default: {
-      const text = JSON.stringify(data);
-      return text.length > 200 ? `${text.slice(0, 200)}…` : text;
-    }
-  }
+function queueText(info) {
+  const start = info.estimated_start_s === null || info.estimated_start_s === undefined ? "" : ` · starts in about ${duration(info.estimated_start_s)}`;
+  return `Queued: ${info.reason}${start}`;
+}
+
+function section(title, id, ...content) {
+  return h("section", { class: "card", "aria-labelledby": id }, h("h2", { id }, title), content);
 }

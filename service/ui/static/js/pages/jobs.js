@@ -33,6 +33,8 @@ export async function renderJobs(main) {
   const tbody = h("tbody");
   const live = h("p", { class: "muted live-note", "aria-live": "polite" });
   const pager = h("nav", { class: "pager", "aria-label": "Pages of jobs" });
+  const firstRun = firstRunHint();
+  const unfiltered = !filters.status.length && !filters.name && !filters.metadata && !filters.created_after && !after;
   const table = h(
     "table",
     { class: "jobs", id: "jobs-table" },
@@ -58,6 +60,7 @@ export async function renderJobs(main) {
       h("h1", {}, "Jobs"),
       h("div", { class: "actions" }, compareButton, h("a", { class: "button", href: "#/new" }, "New job")),
     ),
+    firstRun,
     filterForm(filters),
     live,
     h("div", { class: "table-wrap" }, table),
@@ -91,8 +94,9 @@ export async function renderJobs(main) {
   }
 
   function renderRows(jobs) {
+    firstRun.hidden = !(jobs.length === 0 && unfiltered);
     if (jobs.length === 0) {
-      clear(tbody, h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No jobs match.")));
+      clear(tbody, h("tr", {}, h("td", { colspan: 7, class: "muted" }, unfiltered ? "No jobs yet." : "No jobs match.")));
       return;
     }
     clear(tbody, jobs.map((job) => row(job)));
@@ -125,7 +129,7 @@ export async function renderJobs(main) {
         "td",
         { class: "progress-cell" },
         pct === null
-          ? h("span", { class: "muted" }, job.queue_info ? `#${job.queue_info.position + 1} in queue` : "—")
+          ? h("span", { class: "muted" }, job.queue_info ? queuePlace(job.queue_info) : "—")
           : [
               h("progress", { max: 100, value: pct, "aria-label": `${job.name} progress` }),
               h("span", { class: "small" }, ` ${Math.round(pct)}% · ${p.step ?? 0}/${p.total_steps}`),
@@ -223,6 +227,31 @@ export async function renderJobs(main) {
     clearTimeout(timer);
     for (const stream of streams.values()) stream.close();
   };
+}
+
+/** For a tenant with no job yet: the three ways to submit one. */
+function firstRunHint() {
+  const origin = location.origin;
+  const shell = `export LINGUDISTILL_URL=${origin}\nexport LINGUDISTILL_API_KEY=<your key>\nlingudistill submit job.yaml --wait`;
+  const http = `curl -X POST ${origin}/v1/jobs \\\n  -H "Authorization: Bearer $LINGUDISTILL_API_KEY" \\\n  -H "Content-Type: application/json" -d @job.json`;
+  return h(
+    "section",
+    { class: "card first-run", id: "first-run", hidden: true, "aria-labelledby": "first-run-title" },
+    h("h2", { id: "first-run-title" }, "Submit your first job"),
+    h("p", {}, "A job repairs a student VLM with its original LM as the teacher. Upload training data on ", h("a", { href: "#/datasets" }, "Datasets"), " first if it is not on a path the service can read. Then:"),
+    h(
+      "ol",
+      {},
+      h("li", {}, h("strong", {}, "In the browser: "), "fill in the ", h("a", { href: "#/new" }, "New job"), " form (every field has the spec's default and help)."),
+      h("li", {}, h("strong", {}, "From a shell, "), "with a job spec in YAML:", h("pre", {}, h("code", {}, shell))),
+      h("li", {}, h("strong", {}, "Over HTTP, "), "with the same spec as JSON (the contract is at ", h("a", { href: "/docs" }, "/docs"), "):", h("pre", {}, h("code", {}, http))),
+    ),
+  );
+}
+
+function queuePlace(info) {
+  const start = info.estimated_start_s === null || info.estimated_start_s === undefined ? "" : ` · ~${duration(info.estimated_start_s)}`;
+  return `#${info.position + 1} in queue${start}`;
 }
 
 function routeParams(filters) {
