@@ -39,46 +39,83 @@ _STATUS_LEVELS: dict[str, Level] = {"failed": "error", "cancelling": "warning", 
 
 
 def _status_text(data: dict[str, Any]) -> str:
-    status = str(data.get("status", "?"))
-    text = status.capitalize()
-    if data.get("retry"):
-        step = data.get("resume_from_step")
-        text = "Queued for retry" + (f", resuming from step {step}" if step is not None else "")
-    if data.get("held"):
-        text += " (held: the tenant's limit of active jobs is reached)"
+    text = str(data.get("status", "?")).capitalize()
     if data.get("by") == "user":
         text += " by the user"
-    if data.get("failure_reason"):
-        text += f" ({data['failure_reason']})"
+    if data.get("held"):
+        text += " (held: the tenant's limit of active jobs is reached)"
+    step = data.get("resume_from_step", data.get("resume_checkpoint_step"))
+    if data.get("retry"):
+        text += " for a retry" + (f", to resume from the checkpoint at step {step}" if step is not None else "")
+    text += "."
     if data.get("failure_message"):
-        text += f": {data['failure_message']}"
+        reason = data.get("failure_reason")
+        text += f" {reason}: {data['failure_message']}" if reason else f" {data['failure_message']}"
     return text
 
 
-def _step(data: dict[str, Any]) -> str:
-    return f" at step {data['step']}" if data.get("step") is not None else ""
+def _size(value: Any) -> str:
+    size = float(value or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
 
 
 def _scores(scores: Any) -> str:
+    """Scores in [0, 1] as percentages, as the UI and the report show them."""
     if not isinstance(scores, dict):
         return str(scores)
-    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items())
+    return ", ".join(f"{k} {v:.1%}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items())
 
 
-# type -> (level, message from data); an unknown type is info and named as it is
+def _training(d: dict[str, Any]) -> str:
+    if d.get("from_step"):
+        return f"Training resumed at step {d['from_step']} of {d.get('total_steps')}."
+    return f"Training started: {d.get('total_steps')} steps."
+
+
+# type -> (level, message from data); an unknown type is info and named as it is. error: the attempt cannot go on;
+# warning: something went wrong that the job recovers from (a retry, a skipped checkpoint) or a stop under way.
 _DESCRIBE: dict[str, tuple[Level, Callable[[dict[str, Any]], str]]] = {
-    "checkpoint": ("info", lambda d: f"Checkpoint saved{_step(d)}"),
-    "checkpoint_rejected": ("warning", lambda d: f"Checkpoint{_step(d)} is damaged and was skipped: {d.get('error')}"),
-    "checkpoint_upload_failed": ("warning", lambda d: f"Checkpoint{_step(d)} upload failed: {d.get('error')}"),
-    "resuming": ("info", lambda d: f"Resuming from the checkpoint{_step(d)}"),
-    "child_started": ("info", lambda d: "Training process started" + (" (resuming)" if d.get("resume") else "")),
-    "training": ("info", lambda d: f"Training from step {d.get('from_step')} of {d.get('total_steps')}"),
-    "evaluation": ("info", lambda d: f"Evaluated{_step(d)}: {_scores(d.get('scores'))}"),
-    "stopping": ("warning", lambda d: f"Stopping the training process (grace {d.get('grace_s')} s)"),
-    "stalled": ("warning", lambda d: f"No progress for {d.get('seconds')} s{_step(d)}"),
-    "child_error": ("error", lambda d: f"Training process error: {d.get('error')}"),
-    "attempt_failed": ("warning", lambda d: "Attempt failed; " + str(d.get("message") or d.get("error") or "retrying")),
-    "uploaded": ("info", lambda d: "Results uploaded"),
+    "checkpoint": ("info", lambda d: f"Checkpoint saved at step {d.get('step')} ({_size(d.get('size_bytes'))})."),
+    "checkpoint_rejected": (
+        "warning",
+        lambda d: f"The checkpoint at step {d.get('step')} was unusable and skipped: {d.get('error')}",
+    ),
+    "checkpoint_upload_failed": (
+        "warning",
+        lambda d: f"The checkpoint at step {d.get('step')} could not be uploaded: {d.get('error')}",
+    ),
+    "resuming": ("info", lambda d: f"Resuming from the checkpoint at step {d.get('step')}."),
+    "child_started": (
+        "info",
+        lambda d: (
+            "Training process started"
+            + (f" with {d['ranks']} GPU(s)" if d.get("ranks") else "")
+            + (", resuming." if d.get("resume") else ".")
+        ),
+    ),
+    "training": ("info", _training),
+    "evaluation": ("info", lambda d: f"Evaluated at step {d.get('step')}: {_scores(d.get('scores'))}."),
+    "stopping": ("warning", lambda d: f"Stopping the training process ({d.get('grace_s')} s to save a checkpoint)."),
+    "stalled": (
+        "error",
+        lambda d: f"No progress for {d.get('seconds')} s at step {d.get('step')}; the training process is stopped.",
+    ),
+    "child_error": ("error", lambda d: f"The training process failed: {d.get('error')}"),
+    "attempt_failed": (
+        "warning",
+        lambda d: f"This attempt failed ({d.get('reason') or 'error'}): {d.get('message') or ''}".rstrip(": "),
+    ),
+    "uploaded": (
+        "info",
+        lambda d: (
+            f"Uploaded the repaired model ({d.get('model_files')} file(s)) and the report "
+            f"({d.get('artifact_files')} file(s))."
+        ),
+    ),
 }
 
 

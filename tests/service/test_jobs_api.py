@@ -331,8 +331,8 @@ def test_a_failure_shows_no_worker_path_and_events_say_what_happened(client, spe
     events = client.get(f"/v1/jobs/{job['id']}/events").json()["items"]
     assert "/srv/" not in str(events)
     assert [(e["level"], e["message"]) for e in events] == [
-        ("info", "Queued"),
-        ("info", "Validating"),
-        ("error", "Training process error: OSError: .../x.bin"),
-        ("error", "Failed (bad_input): DataError: .../train.jsonl:3: no assistant turn"),
+        ("info", "Queued."),
+        ("info", "Validating."),
+        ("error", "The training process failed: OSError: .../x.bin"),
+        ("error", "Failed. bad_input: DataError: .../train.jsonl:3: no assistant turn"),
     ]

@@ -107,7 +107,7 @@ def test_only_events_end_in_a_blank_line_and_they_say_what_happened(sse_server, 
     assert ": keep-alive\n" in text
     last = events[-1]
     assert '"level":"error"' in last and "/srv/worker" not in text
-    assert "Failed (bad_input): DataError: .../train.jsonl:3: no messages" in last
+    assert "Failed. bad_input: DataError: .../train.jsonl:3: no messages" in last
 
 
 @pytest.mark.parametrize("value", [str(2**63).encode(), b"\xb2", b"9" * 5000])
