@@ -1,12 +1,15 @@
 """Load benchmark of the service API on Postgres, over loopback only, with bounded request counts.
 
-    python bench/api_load.py [--creations 3000] [--concurrency 16] [--workers 2] [--list-requests 1000]
+    python bench/api_load.py [--creations 3000] [--concurrency 16] [--workers 2] [--list-requests 1000] [--rounds 3]
+                             [--redis-db 14]
 
 Starts uvicorn on a fresh Postgres database (Redis as the broker when reachable), drives it from a separate load
 process with httpx at a fixed concurrency, bulk-inserts 100k jobs, then measures GET /v1/jobs. Prints each
 figure as a ratio against its goal: >= 300 creations/s with p99 < 100 ms, and list p99 < 30 ms at 100k jobs, and
 against a baseline measured in the same run: GET /healthz (no database, no key) through the same server and client,
-which is what this machine allows any route before the route does any work.
+which is what this machine allows any route before the route does any work. The baseline and the route run in
+turn (`--rounds`), and each ratio is the median over rounds. The list is measured in its default summary view
+(no resolved spec) and with view=full.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS = "redis://127.0.0.1:6379/14"
+REDIS_DB = 14  # flushed at the end of a run: give each concurrent user of this Redis its own (--redis-db)
 GOALS = {"creations_per_s": 300.0, "create_p99_ms": 100.0, "list_p99_ms": 30.0}
 SPEC = {
     "name": "bench",
@@ -64,7 +68,8 @@ async def drive(url: str, key: str, count: int, concurrency: int, method: str, p
                 if method == "POST":
                     response = await client.post(path, json={**SPEC, "name": f"bench-{i}"})
                 else:
-                    response = await client.get(path, params={"limit": 50})
+                    route, _, query = path.partition("?")
+                    response = await client.get(route, params={"limit": 50, **dict(parse_qsl(query))})
                 latencies.append(time.perf_counter() - start)
                 errors += response.status_code >= 400
 
@@ -117,11 +122,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def redis_up() -> bool:
+def redis_url(db: int) -> str:
+    return f"redis://127.0.0.1:6379/{db}"
+
+
+def redis_up(url: str) -> bool:
     try:
         import redis
 
-        return bool(redis.Redis.from_url(REDIS, socket_timeout=1).ping())
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
     except Exception:
         return False
 
@@ -218,6 +227,8 @@ def main() -> None:
     parser.add_argument("--bulk-jobs", type=int, default=100_000)
     parser.add_argument("--list-requests", type=int, default=1000)
     parser.add_argument("--list-concurrency", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="each figure and its baseline in turn, this many times")
+    parser.add_argument("--redis-db", type=int, default=REDIS_DB)
     for name in ("url", "key", "method", "path"):
         parser.add_argument(f"--{name}")
     parser.add_argument("--count", type=int)
@@ -231,7 +242,7 @@ def main() -> None:
 def orchestrate(args: argparse.Namespace) -> None:
     name, url = create_database()
     data_dir = tempfile.mkdtemp(prefix="ld-bench-")
-    broker = REDIS if redis_up() else None
+    broker = redis_url(args.redis_db) if redis_up(redis_url(args.redis_db)) else None
     env = {
         **os.environ,
         "LINGUDISTILL_DATABASE_URL": url,
@@ -257,13 +268,13 @@ def orchestrate(args: argparse.Namespace) -> None:
             f"{os.cpu_count()} CPU(s) shared with the load process"
         )
         run_load(base, key, 200, args.concurrency, "POST", "/v1/jobs")  # warm-up
-        # The floor on this machine: the cheapest route (no database, no key) through the same server and client.
-        floor = run_load(base, key, args.creations, args.concurrency, "GET", "/healthz")
-        create = run_load(base, key, args.creations, args.concurrency, "POST", "/v1/jobs")
+        # The floor on this machine: the cheapest route (no database, no key) through the same server and client,
+        # measured in turn with each route, so a change in the machine's load moves both halves of a round.
+        create = in_turn(base, key, args.creations, args.concurrency, "POST", "/v1/jobs", args.rounds)
         bulk_insert_jobs(url, tenant_id, args.bulk_jobs)
         run_load(base, key, 100, args.list_concurrency, "GET", "/v1/jobs")  # warm-up
-        listing = run_load(base, key, args.list_requests, args.list_concurrency, "GET", "/v1/jobs")
-        list_floor = run_load(base, key, args.list_requests, args.list_concurrency, "GET", "/healthz")
+        listing = in_turn(base, key, args.list_requests, args.list_concurrency, "GET", "/v1/jobs", args.rounds)
+        full = in_turn(base, key, args.list_requests, args.list_concurrency, "GET", "/v1/jobs?view=full", args.rounds)
     finally:
         if server is not None:
             server.terminate()
@@ -273,26 +284,49 @@ def orchestrate(args: argparse.Namespace) -> None:
             import redis
 
             redis.Redis.from_url(broker).flushdb()
+    print(f"{args.rounds} rounds, each: /healthz then the route, same server, client and concurrency")
+    print_rounds(f"POST /v1/jobs (concurrency {args.concurrency})", create, "per_s")
+    print_rounds(f"GET /v1/jobs limit 50, {args.bulk_jobs} more jobs (concurrency {args.list_concurrency})", listing)
+    print_rounds(f"GET /v1/jobs?view=full, the same (concurrency {args.list_concurrency})", full)
     print(
-        f"POST /v1/jobs: {create['count']} at concurrency {args.concurrency}, {create['errors']} errors: "
-        f"{create['per_s']:.0f}/s, p50 {create['p50_ms']:.1f} ms, p99 {create['p99_ms']:.1f} ms"
+        f"creations at {median_ratio(create, 'per_s'):.2f}x the /healthz rate (goal >= 0.7x); "
+        f"list p99 {median_ratio(listing, 'p99_ms'):.2f}x the /healthz p99 (goal <= 3x), "
+        f"{median_ratio(full, 'p99_ms'):.2f}x with view=full"
     )
-    print(
-        f"GET /v1/jobs (limit 50) with {args.bulk_jobs} more jobs, {listing['count']} requests at concurrency "
-        f"{args.list_concurrency}, {listing['errors']} errors: p50 {listing['p50_ms']:.1f} ms, "
-        f"p99 {listing['p99_ms']:.1f} ms"
-    )
-    print(
-        f"baseline GET /healthz in the same run: {floor['per_s']:.0f}/s, p99 {floor['p99_ms']:.1f} ms at concurrency "
-        f"{args.concurrency}; p99 {list_floor['p99_ms']:.1f} ms at concurrency {args.list_concurrency}"
-    )
-    print(
-        f"against that baseline: creations at {create['per_s'] / floor['per_s']:.2f}x its rate, "
-        f"list p99 {listing['p99_ms'] / list_floor['p99_ms']:.1f}x its p99"
-    )
-    print(report("creations/s", create["per_s"], GOALS["creations_per_s"], True))
-    print(report("create p99 (ms)", create["p99_ms"], GOALS["create_p99_ms"], False))
-    print(report("list p99 (ms)", listing["p99_ms"], GOALS["list_p99_ms"], False))
+    print(report("creations/s", median_of(create, "per_s"), GOALS["creations_per_s"], True))
+    print(report("create p99 (ms)", median_of(create, "p99_ms"), GOALS["create_p99_ms"], False))
+    print(report("list p99 (ms)", median_of(listing, "p99_ms"), GOALS["list_p99_ms"], False))
+
+
+def in_turn(base: str, key: str, count: int, concurrency: int, method: str, path: str, rounds: int) -> list[dict]:
+    """`rounds` times: /healthz, then the route, `count` requests each; one {"floor", "route"} per round."""
+    return [
+        {
+            "floor": run_load(base, key, count // rounds, concurrency, "GET", "/healthz"),
+            "route": run_load(base, key, count // rounds, concurrency, method, path),
+        }
+        for _ in range(rounds)
+    ]
+
+
+def median_of(rounds: list[dict], figure: str) -> float:
+    return statistics.median(r["route"][figure] for r in rounds)
+
+
+def median_ratio(rounds: list[dict], figure: str) -> float:
+    """The median over rounds of route / baseline for one figure."""
+    return statistics.median(r["route"][figure] / r["floor"][figure] for r in rounds)
+
+
+def print_rounds(title: str, rounds: list[dict], figure: str = "p99_ms") -> None:
+    print(title)
+    for number, r in enumerate(rounds, start=1):
+        route, floor = r["route"], r["floor"]
+        print(
+            f"  round {number}: {route['count']} requests, {route['errors']} errors: {route['per_s']:.0f}/s, "
+            f"p50 {route['p50_ms']:.1f} ms, p99 {route['p99_ms']:.1f} ms | /healthz {floor['per_s']:.0f}/s, "
+            f"p99 {floor['p99_ms']:.1f} ms | {figure} ratio {route[figure] / floor[figure]:.2f}x"
+        )
 
 
 if __name__ == "__main__":

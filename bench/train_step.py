@@ -1,10 +1,17 @@
-"""Step time and peak memory of a LinguDistill step against a plain CE (SFT) step, same student and batch.
+"""Step time and peak memory of a LinguDistill step against a plain CE (SFT) step, same student and batches.
 
     python bench/train_step.py                 # small CPU config
+    python bench/train_step.py --runs 3        # three fresh interleaved runs, to show the ratio holds still
     python bench/train_step.py --preset qwen2vl-2b --device cuda   # Qwen2-VL-2B-shaped, random weights, bf16
 
-Each mode runs in a fresh subprocess, so peak memory (CUDA max allocated, or the process's max RSS on CPU) is
-that mode's alone. Goals (issue 2), with P the prompt and R the response length:
+Step time: one process holds both trainers (SFT with no teacher, LinguDistill with its teacher) built from the same
+student, data and seed, and after a warm-up steps them in turn, A B A B ..., so pair k is two steps on the same
+batch a moment apart. The figure is the median of the per-pair ratios (min and max beside it): a machine whose
+speed drifts, or that other work slows, slows both halves of a pair alike. On the CPU (one torch thread) the ratio
+is of each step's CPU seconds, what the step costs; its wall time, printed beside, also holds the wait for a core,
+which at load 20 on two cores is most of it. On a GPU the ratio is of wall time. Peak memory: each mode alone in a
+fresh process (CUDA max allocated, or the process's max RSS on CPU). Goals (issue 2), with P the prompt and R the
+response length:
     step-time ratio   <= 1 + R / (3 (P + R)) + 0.05     (the teacher only reads the response, forward only)
     memory excess     <= teacher weights + 10% of the SFT peak
 """
@@ -82,8 +89,7 @@ def build(folder: Path, preset: dict) -> tuple[Path, Path, Path]:
     return student, teacher, data
 
 
-def run_mode(folder: Path, mode: str, preset_name: str, device: str, steps: int) -> dict:
-    """One mode in this process: returns median step time and peak memory."""
+def make_recipe(folder: Path, mode: str, preset_name: str, device: str, steps: int):  # type: ignore[no-untyped-def]
     import os
 
     os.environ["LINGUDISTILL_DEVICE"] = device
@@ -108,93 +114,164 @@ def run_mode(folder: Path, mode: str, preset_name: str, device: str, steps: int)
             },
         }
     )
-    recipe = Recipe(spec, folder / f"out-{mode}")
+    return Recipe(spec, folder / f"out-{mode}")
+
+
+def measure_memory(folder: Path, mode: str, preset_name: str, device: str, steps: int) -> dict:
+    """One mode alone in this process: its peak memory, the teacher's weights and the batch's shape."""
+    recipe = make_recipe(folder, mode, preset_name, device, steps)
     teacher_bytes = 0
     if recipe.teacher is not None:
         teacher_bytes = sum(p.numel() * p.element_size() for p in recipe.teacher.model.parameters())
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    times = []
     for _ in range(steps):
         record = recipe.train_step()
-        times.append(record["step_time_s"])
     batch = recipe._micro_batches()[0]
-    prompt = batch["prompt_length"]
-    length = batch["input_ids"].shape[1]
-    flops_per_token = 6 * sum(p.numel() for p in recipe.student.model.parameters())
+    tokens = int(batch["attention_mask"].sum())
     return {
         "mode": mode,
-        "median_step_s": statistics.median(times[2:] if len(times) > 4 else times),
         "peak_mb": record["peak_memory_mb"],
         "teacher_mb": teacher_bytes / 2**20,
-        "P": prompt,
-        "R": length - prompt,
-        "tokens_per_step": int(batch["attention_mask"].sum()),
-        "train_flops_per_step": flops_per_token * int(batch["attention_mask"].sum()),
+        "P": batch["prompt_length"],
+        "R": batch["input_ids"].shape[1] - batch["prompt_length"],
+        "tokens_per_step": tokens,
+        "train_flops_per_step": 6 * sum(p.numel() for p in recipe.student.model.parameters()) * tokens,
     }
+
+
+def measure_interleaved(folder: Path, preset_name: str, device: str, pairs: int, warmup: int) -> dict:
+    """Both modes in this process, stepped A B A B on the same batches: each step's wall and CPU seconds."""
+    total = warmup + pairs
+    trainers = {mode: make_recipe(folder, mode, preset_name, device, total) for mode in ("sft", "distill")}
+    times: dict[str, list[float]] = {f"{mode}{kind}": [] for mode in trainers for kind in ("", "_cpu")}
+    for _ in range(total):
+        for mode, recipe in trainers.items():
+            cpu_started = time.process_time()
+            times[mode].append(recipe.train_step()["step_time_s"])
+            times[f"{mode}_cpu"].append(time.process_time() - cpu_started)
+    return {name: values[warmup:] for name, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-small")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--pairs", type=int, default=12, help="measured A B pairs per run, after the warm-up")
+    parser.add_argument("--warmup", type=int, default=3, help="A B pairs run first and not counted")
+    parser.add_argument("--runs", type=int, default=1, help="fresh interleaved processes, each reported")
+    parser.add_argument("--memory-steps", type=int, default=3, help="steps of each mode alone, for peak memory")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch (CPU only). 1: on a shared machine, threads that wait for a descheduled sibling "
+        "make a step swing by 10x",
+    )
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak for MFU (H100 SXM)")
-    parser.add_argument("--_mode", help=argparse.SUPPRESS)
+    parser.add_argument("--_task", help=argparse.SUPPRESS)
     parser.add_argument("--_folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args._mode:
-        print(json.dumps(run_mode(Path(args._folder), args._mode, args.preset, args.device, args.steps)))
+    if args._task:
+        print(json.dumps(run_task(args)))
         return
     folder = Path(tempfile.mkdtemp(prefix="bench-train-step-"))
     build(folder, PRESETS[args.preset])
-    results = {mode: _in_subprocess(args, folder, mode) for mode in ("sft", "distill")}
-    report(results, args)
+    memory = {mode: _in_subprocess(args, folder, mode) for mode in ("sft", "distill")}
+    print_shape(memory["distill"], args)
+    runs = []
+    for number in range(1, args.runs + 1):  # each run printed as it ends: on a loaded machine a run takes minutes
+        runs.append(_in_subprocess(args, folder, "interleaved"))
+        print_run(number, runs[-1])
+    report(memory, runs, args)
 
 
-def _in_subprocess(args: argparse.Namespace, folder: Path, mode: str) -> dict:
-    command = [
-        sys.executable,
-        __file__,
-        "--preset",
-        args.preset,
-        "--device",
-        args.device,
-        "--steps",
-        str(args.steps),
-        "--_mode",
-        mode,
-        "--_folder",
-        str(folder),
-    ]
-    started = time.perf_counter()
+def run_task(args: argparse.Namespace) -> dict:
+    folder = Path(args._folder)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    if args._task == "interleaved":
+        return measure_interleaved(folder, args.preset, args.device, args.pairs, args.warmup)
+    return measure_memory(folder, args._task, args.preset, args.device, args.memory_steps)
+
+
+def _in_subprocess(args: argparse.Namespace, folder: Path, task: str) -> dict:
+    command = [sys.executable, __file__, "--preset", args.preset, "--device", args.device]
+    command += ["--pairs", str(args.pairs), "--warmup", str(args.warmup), "--memory-steps", str(args.memory_steps)]
+    command += ["--threads", str(args.threads)]
+    command += ["--_task", task, "--_folder", str(folder)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    result = json.loads(output.strip().splitlines()[-1])
-    result["wall_s"] = time.perf_counter() - started
-    return result
+    return json.loads(output.strip().splitlines()[-1])
 
 
-def report(results: dict, args: argparse.Namespace) -> None:
-    sft, distill = results["sft"], results["distill"]
+def pair_ratios(run: dict, clock: str) -> list[float]:
+    suffix = "_cpu" if clock == "cpu" else ""
+    return [d / s for s, d in zip(run[f"sft{suffix}"], run[f"distill{suffix}"], strict=True)]
+
+
+def clock_of(args: argparse.Namespace) -> str:
+    """CPU seconds on a CPU run: with one thread they are what the step costs, while wall time on a shared machine
+    is mostly the wait for a core. Wall time on a GPU, whose work the process's CPU time does not see."""
+    return "cpu" if args.device == "cpu" else "wall"
+
+
+def print_shape(distill: dict, args: argparse.Namespace) -> None:
+    threads = f", {args.threads} thread(s)" if args.device == "cpu" else ""
+    print(
+        f"preset {args.preset} on {args.device}{threads}: P={distill['P']} R={distill['R']} "
+        f"tokens/step={distill['tokens_per_step']}; {args.warmup} warm-up pairs, then {args.pairs} pairs A B",
+        flush=True,
+    )
+
+
+def print_run(number: int, run: dict) -> None:
+    for clock in ("cpu", "wall") if "sft_cpu" in run else ("wall",):
+        ratios = pair_ratios(run, clock)
+        suffix = "_cpu" if clock == "cpu" else ""
+        sft_ms, distill_ms = (1000 * statistics.median(run[f"{mode}{suffix}"]) for mode in ("sft", "distill"))
+        print(
+            f"  run {number}, {clock:4s} time: step median SFT {sft_ms:.1f} ms, LinguDistill {distill_ms:.1f} ms; "
+            f"ratio median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})",
+            flush=True,
+        )
+
+
+def report(memory: dict, runs: list[dict], args: argparse.Namespace) -> None:
+    sft, distill = memory["sft"], memory["distill"]
     p, r = distill["P"], distill["R"]
-    time_ratio = distill["median_step_s"] / sft["median_step_s"]
     time_goal = 1 + r / (3 * (p + r)) + 0.05
-    excess = distill["peak_mb"] - sft["peak_mb"]
-    memory_goal = distill["teacher_mb"] + 0.10 * sft["peak_mb"]
-    print(f"preset {args.preset} on {args.device}: P={p} R={r} tokens/step={distill['tokens_per_step']}")
-    for row in (sft, distill):
-        print(f"  {row['mode']:8s} median step {row['median_step_s'] * 1000:9.1f} ms   peak {row['peak_mb']:9.1f} MB")
-    print(
-        f"step-time ratio {time_ratio:.3f} (goal <= {time_goal:.3f}): {'PASS' if time_ratio <= time_goal else 'MISS'}"
-    )
-    print(
-        f"memory excess {excess:.1f} MB (goal <= teacher {distill['teacher_mb']:.1f} MB + 10% SFT = "
-        f"{memory_goal:.1f} MB): {'PASS' if excess <= memory_goal else 'MISS'}"
-    )
+    clock = clock_of(args)
+    medians = [statistics.median(pair_ratios(run, clock)) for run in runs]
+    ratio = statistics.median(medians)
+    verdict = "PASS" if ratio <= time_goal else "MISS"
+    print(f"step-time ratio ({clock} time) {ratio:.3f} (goal <= {time_goal:.3f}): {verdict}")
+    if len(medians) > 1:
+        print(f"  spread over {len(medians)} runs: {min(medians):.3f} .. {max(medians):.3f} (+-{spread(medians):.3f})")
+    report_memory(sft, distill)
     if args.device.startswith("cuda"):
-        for row in (sft, distill):
-            mfu = row["train_flops_per_step"] / row["median_step_s"] / (args.peak_tflops * 1e12)
-            print(f"  {row['mode']:8s} MFU {100 * mfu:.1f}% (student 6ND over peak {args.peak_tflops} TFLOP/s)")
+        report_mfu(memory, runs, args.peak_tflops)
+
+
+def spread(values: list[float]) -> float:
+    """Half the range: the runs agree within +- this."""
+    return (max(values) - min(values)) / 2
+
+
+def report_memory(sft: dict, distill: dict) -> None:
+    excess = distill["peak_mb"] - sft["peak_mb"]
+    goal = distill["teacher_mb"] + 0.10 * sft["peak_mb"]
+    print(f"  peak memory SFT {sft['peak_mb']:.1f} MB, LinguDistill {distill['peak_mb']:.1f} MB (separate processes)")
+    print(
+        f"memory excess {excess:.1f} MB (goal <= teacher {distill['teacher_mb']:.1f} MB + 10% SFT = {goal:.1f} MB): "
+        f"{'PASS' if excess <= goal else 'MISS'}"
+    )
+
+
+def report_mfu(memory: dict, runs: list[dict], peak_tflops: float) -> None:
+    for mode in ("sft", "distill"):
+        step_s = statistics.median(t for run in runs for t in run[mode])
+        mfu = memory[mode]["train_flops_per_step"] / step_s / (peak_tflops * 1e12)
+        print(f"  {mode:8s} MFU {100 * mfu:.1f}% (student 6ND over peak {peak_tflops} TFLOP/s)")
 
 
 if __name__ == "__main__":

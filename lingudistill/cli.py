@@ -1,6 +1,6 @@
 """The `lingudistill` command.
 
-The engine's own commands live here (train, validate, toy). The service and the worker add theirs (serve,
+The engine's own commands live here (train, validate, compare, toy). The service and the worker add theirs (serve,
 db, keys, worker, submit, jobs) through the `lingudistill.commands` entry-point group, so this package never
 imports them.
 """
@@ -143,6 +143,40 @@ def validate(spec_path: str) -> None:
         _fail(exc)
         return
     click.echo(json.dumps({"ok": True, "records": checked.data.counts}, indent=2))
+
+
+@main.command(
+    epilog="""\b
+Exit codes:
+  0  every gate of the method's spec passed, min_lift included
+  1  a gate failed (or an unexpected error: the traceback says where)
+  2  invalid input: not two finished runs, not a control, or not the same evaluation items"""
+)
+@click.argument("method_dir", metavar="METHOD_DIR", type=click.Path(file_okay=False, exists=True))
+@click.argument("control_dir", metavar="CONTROL_DIR", type=click.Path(file_okay=False, exists=True))
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="Write the combined report here.")
+@click.option("--resamples", default=2000, show_default=True, type=click.IntRange(min=1), help="Bootstrap resamples.")
+def compare(method_dir: str, control_dir: str, output: str | None, resamples: int) -> None:
+    """The lift of a method run over its control run (the same job with kd_sources: none), with a 95% interval.
+
+    Both folders are outputs of `lingudistill train`. Prints the lift table and the gates; with --output, writes
+    the combined report there (report.json with `control` and `lift`, report.md, eval_items.json, plots).
+    """
+    from lingudistill.evaluation import summary_lines, write_report
+    from lingudistill.evaluation.compare import CompareError, compare_runs
+    from lingudistill.evaluation.lift import ItemMismatch
+    from lingudistill.evaluation.report import lift_lines
+
+    try:
+        report = compare_runs(Path(method_dir), Path(control_dir), n_resamples=resamples)
+    except (CompareError, ItemMismatch) as exc:
+        _fail(exc)
+    for line in [*lift_lines(report)[3:], "", *summary_lines(report)]:  # the table, without its heading
+        click.echo(line)
+    if output is not None:
+        write_report(report, Path(output), Path(method_dir) / "metrics.jsonl")
+        click.echo(f"report: {Path(output) / 'report.md'}", err=True)
+    sys.exit(0 if report["passed"] else 1)
 
 
 @main.group()

@@ -22,7 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lingudistill import checkpoint, distributed
-from lingudistill.data.mixture import MixtureSampler
+from lingudistill.data.mixture import LengthGroupedSampler, MixtureSampler
+from lingudistill.data.records import Record
 from lingudistill.data.sources import load_sources
 from lingudistill.models.compat import check_compatibility
 from lingudistill.models.encoding import IGNORE, Encoder, collate
@@ -153,10 +154,18 @@ class Recipe:
         cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         return training.min_lr_ratio + (1 - training.min_lr_ratio) * cosine
 
-    def _build_sampler(self) -> MixtureSampler:
+    def _build_sampler(self) -> MixtureSampler | LengthGroupedSampler:
         records = load_sources(self.spec.mixture)
         weights = {source.name: source.weight for source in self.spec.mixture}
-        return MixtureSampler(records, weights, seed=self.spec.seed)
+        mixture = MixtureSampler(records, weights, seed=self.spec.seed)
+        if not self.spec.training.group_by_length:
+            return mixture
+        micro_batch = self.spec.training.batch_size * self.dist.world_size  # the global micro-batch every rank draws
+        return LengthGroupedSampler(mixture, micro_batch, self._prompt_and_response_lengths)
+
+    def _prompt_and_response_lengths(self, record: Record) -> tuple[int, int]:
+        example = self.encoder.encode(record)  # once per record per run: the sampler remembers it
+        return example.prompt_length, len(example.input_ids) - example.prompt_length
 
     # --- the step -----------------------------------------------------------------------------------------------
     def _micro_batches(self) -> list[dict[str, Any]]:

@@ -101,6 +101,14 @@ class TrainingSpec(StrictModel):
     min_lr_ratio: float = Field(0.1, ge=0, le=1.0, description="Cosine schedule floor, as a fraction of peak.")
     max_grad_norm: float = Field(1.0, gt=0, le=1e6, description="Gradient clipping threshold.")
     max_seq_len: int = Field(2048, ge=8, le=1_000_000, description="Longer examples are truncated (response end).")
+    group_by_length: bool = Field(
+        False,
+        description="Batch records of similar prompt and response lengths together (reordered within pools of 64 "
+        "micro-batches), so far less of each batch is padding (0.65 to 0.92 of computed tokens real, "
+        "bench/token_efficiency.py); the mixture's record weights and epochs are unchanged. Off by default: "
+        "micro-batches then group by modality, and since each loss is a mean over its step's tokens, short-answer "
+        "and distilled sources change their share of the gradient unless grad_accum mixes them again.",
+    )
     seed: int | None = Field(None, ge=0, lt=2**31, description="Seed; generated and recorded when missing.")
     checkpoint_every: int = Field(500, ge=1, le=10_000_000, description="Save a resumable checkpoint every N steps.")
     keep_checkpoints: int = Field(2, ge=1, le=1000, description="Local checkpoints kept; older ones are pruned.")
@@ -118,6 +126,13 @@ class EvalSuite(StrictModel):
 class GatesSpec(StrictModel):
     min_recovery: float | None = Field(None, ge=-100, le=100, description="Fail if mean language recovery is lower.")
     max_vision_drop: float | None = Field(None, ge=0, le=1, description="Fail if vision average drops by more.")
+    min_lift: float | None = Field(
+        None,
+        ge=-100,
+        le=100,
+        description="Fail if the lower bound of the 95% interval of the mean-recovery lift over the control arm "
+        "is lower. Not applicable (reported, not counted) in a report without a control.",
+    )
 
 
 class HarnessSpec(StrictModel):
@@ -160,6 +175,12 @@ class EvaluationSpec(StrictModel):
     )
     batch_size: int = Field(16, ge=1, le=4096, description="Evaluation batch size.")
     gates: GatesSpec = Field(default_factory=GatesSpec)
+    control: bool = Field(
+        False,
+        description="Also run the same job with kd_sources: none (same data order, steps, seed and evaluation) as "
+        "a sibling, and report the lift over it. Until the service runs the sibling, the field is accepted and "
+        "`lingudistill compare METHOD_DIR CONTROL_DIR` computes the lift of two finished runs.",
+    )
 
     @model_validator(mode="after")
     def _unique_suite_names(self) -> EvaluationSpec:
@@ -185,6 +206,29 @@ class ResourcesSpec(StrictModel):
     )
 
 
+TrackerName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+
+
+class MlflowIntegration(StrictModel):
+    type: Literal["mlflow"]
+    experiment: TrackerName = Field(description="MLflow experiment; created if it does not exist.")
+    run_name: TrackerName | None = Field(None, description="Defaults to the job's name.")
+
+
+class WandbIntegration(StrictModel):
+    type: Literal["wandb"]
+    project: TrackerName = Field(description="W&B project.")
+    entity: TrackerName | None = Field(None, description="W&B entity (team or user); the key's default when unset.")
+    run_name: TrackerName | None = Field(None, description="Defaults to the job's name.")
+
+
+class TensorBoardIntegration(StrictModel):
+    type: Literal["tensorboard"]
+
+
+Integration = Annotated[MlflowIntegration | WandbIntegration | TensorBoardIntegration, Field(discriminator="type")]
+
+
 class JobSpec(StrictModel):
     name: Name = Field(description="Human-readable job name.")
     student: Uri = Field(description="The adapted VLM to repair: s3://, hf://org/name@revision, file:// or a path.")
@@ -196,6 +240,12 @@ class JobSpec(StrictModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     metadata: dict[LabelKey, LabelValue] = Field(
         default_factory=dict, max_length=32, description="Free-form labels, filterable in the API."
+    )
+    integrations: list[Integration] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Experiment trackers that receive the resolved spec, every step's metrics, the evaluation "
+        "scores and the report. Their endpoints and credentials come from the operator's settings, never the spec.",
     )
 
     @field_validator("mixture")

@@ -15,6 +15,7 @@ from service.errors import install_error_handlers
 from service.jobs.router import router as jobs_router
 from service.keys.router import router as keys_router
 from service.limits import BodySizeLimit
+from service.openai_api.router import router as openai_router
 from service.ops.metrics import PrometheusMiddleware
 from service.ops.router import router as ops_router
 from service.ratelimit import make_limiter
@@ -48,7 +49,7 @@ def create_app(
         limiter=make_limiter(settings),
     )
     install_error_handlers(app)
-    for router in (jobs_router, datasets_router, ops_router, webhooks_router, keys_router):
+    for router in (jobs_router, datasets_router, ops_router, webhooks_router, keys_router, openai_router):
         app.include_router(router)
     app.include_router(ui_router)  # the web UI at /ui (issue 6): static files; the page calls the API above
     install_openapi(app)

@@ -157,6 +157,8 @@ def problem_response(
 ) -> JSONResponse:
     errors = extra.pop("errors", None)
     headers = extra.pop("headers", None)
+    if request.url.path.startswith(OPENAI_PREFIX):
+        return JSONResponse(openai_error(status, code, detail or title, errors), status_code=status, headers=headers)
     problem = Problem(
         type=PROBLEM_TYPE_BASE + code,
         title=title,
@@ -168,6 +170,22 @@ def problem_response(
     )
     body = problem.model_dump(exclude_none=True)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+OPENAI_PREFIX = "/openai/"  # the OpenAI-compatible facade answers errors in OpenAI's envelope
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
+                 429: "rate_limit_error", 503: "server_error"}  # fmt: skip
+
+
+def openai_error(status: int, code: str, message: str, errors: list[FieldError] | None = None) -> dict[str, Any]:
+    """OpenAI's {"error": {message, type, param, code}}; `param` is the first invalid field, dotted."""
+    param = None
+    if errors:
+        first = errors[0]
+        param = ".".join(str(part) for part in first.loc if part not in ("body", "query", "path", "header")) or None
+        message = f"{message}: {first.msg}" if first.msg not in message else message
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PROBLEM_MEDIA_TYPE
+from service.errors import OPENAI_PREFIX, PROBLEM_MEDIA_TYPE, openai_error
 
-UPLOAD_PATHS = ("/v1/datasets",)
+UPLOAD_PATHS = ("/v1/datasets", "/openai/v1/files")
 
 
 class BodySizeLimit:
@@ -48,18 +48,24 @@ def _counting(receive: Receive, limit: int) -> Receive:
 async def _reject(scope: Scope, send: Send, limit: int) -> None:
     import json
 
-    body = json.dumps(
-        {
-            "type": "https://lingudistill.dev/problems/payload_too_large",
-            "title": "Request body too large",
-            "status": 413,
-            "detail": f"the request body exceeds {limit} bytes",
-            "instance": scope["path"],
-            "code": "payload_too_large",
-        }
-    ).encode()
+    detail = f"the request body exceeds {limit} bytes"
+    if scope["path"].startswith(OPENAI_PREFIX):
+        document, media_type = openai_error(413, "payload_too_large", detail), "application/json"
+    else:
+        document, media_type = (
+            {
+                "type": "https://lingudistill.dev/problems/payload_too_large",
+                "title": "Request body too large",
+                "status": 413,
+                "detail": detail,
+                "instance": scope["path"],
+                "code": "payload_too_large",
+            },
+            PROBLEM_MEDIA_TYPE,
+        )
+    body = json.dumps(document).encode()
     headers = [
-        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-type", media_type.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
     ]

@@ -1,4 +1,5 @@
-"""One training record, normalised from the two input forms of ARCHITECTURE.md ("Dataset records").
+"""One training record, normalised from the two input forms of ARCHITECTURE.md ("Dataset records"), or from the
+community layouts that `formats` converts (LLaVA, ShareGPT, the Cauldron).
 
 Chat form: {"messages": [{"role": ..., "content": "text" | [parts]}, ...]}, where a part is
 {"type": "text", "text": ...}, {"type": "image", "image" | "url" | "path": LOCATOR} or
@@ -26,6 +27,7 @@ from typing import Literal
 from PIL import Image
 
 from lingudistill import uris
+from lingudistill.data import formats
 
 ROLES = ("system", "user", "assistant")
 _DATA_URI = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
@@ -88,11 +90,27 @@ def _normalise(obj: object, base_dir: Path | None) -> tuple[list[dict], list[Ima
     if not isinstance(obj, dict):
         raise DataError(f"a record must be a JSON object, not {type(obj).__name__}")
     fields = {key: value for key, value in obj.items() if value is not None}  # Parquet fills missing columns
+    fields = _from_known_layout(fields)
     if "messages" in fields:
         return _chat_form(fields, base_dir)
     if "prompt" in fields or "response" in fields:
         return _short_form(fields, base_dir)
-    raise DataError("a record needs 'messages' (chat form) or 'prompt' and 'response' (short form)")
+    raise DataError(
+        "a record needs 'messages' (chat form), 'prompt' and 'response' (short form), 'conversations' (LLaVA, "
+        "ShareGPT) or 'texts' (the Cauldron)"
+    )
+
+
+def _from_known_layout(fields: dict) -> dict:
+    """LLaVA, ShareGPT and Cauldron records become chat-form fields; ours pass through."""
+    converters = {"conversations": formats.from_conversations, "cauldron": formats.from_cauldron}
+    layout = formats.detect(fields)
+    if layout is None:
+        return fields
+    try:
+        return converters[layout](fields)
+    except formats.FormatError as exc:
+        raise DataError(str(exc)) from None
 
 
 def _short_form(fields: dict, base_dir: Path | None) -> tuple[list[dict], list[ImageRef]]:

@@ -1,4 +1,5 @@
-"""Reading the mixture's sources: JSONL, Parquet, folders of them, s3:// and hf:// datasets.
+"""Reading the mixture's sources: JSONL, JSON arrays (LLaVA's layout), Parquet, folders of them, s3:// and hf://
+datasets.
 
 `validate_sources` reads every source to the end before training starts, so a broken line fails the job in
 the validating state with a list of what is wrong, not hours into training.
@@ -18,7 +19,9 @@ from lingudistill.data.records import DataError, Record, load_image, parse_recor
 from lingudistill.spec import MixtureSource
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+JSON_ARRAY_SUFFIXES = (".json",)
 PARQUET_SUFFIXES = (".parquet",)
+DATA_SUFFIXES = JSONL_SUFFIXES + JSON_ARRAY_SUFFIXES + PARQUET_SUFFIXES
 _PARQUET_BATCH_ROWS = 1024
 _PROBLEMS_SHOWN = 20
 
@@ -132,6 +135,8 @@ def _rows(uri: str) -> Iterator[_Row]:
     for path, name in _data_files(uri):
         if path.suffix.lower() in PARQUET_SUFFIXES:
             yield from _parquet_rows(path, name)
+        elif path.suffix.lower() in JSON_ARRAY_SUFFIXES:
+            yield from _json_array_rows(path, name)
         else:
             yield from _jsonl_rows(path, name)
 
@@ -141,14 +146,14 @@ def _data_files(uri: str) -> list[tuple[Path, str]]:
     local = uris.fetch(uri)
     shown = uri.rstrip("/") if uris.uri_scheme(uri) == "s3" else str(local)
     if not local.is_dir():
-        if local.suffix.lower() not in JSONL_SUFFIXES + PARQUET_SUFFIXES:
-            raise DataError(f"{uri}: unsupported file type; expected .jsonl, .ndjson or .parquet")
+        if local.suffix.lower() not in DATA_SUFFIXES:
+            raise DataError(f"{uri}: unsupported file type; expected .jsonl, .ndjson, .json or .parquet")
         return [(local, shown)]
     files = sorted(
         path.relative_to(local)
         for path in local.rglob("*")
         if path.is_file()
-        and path.suffix.lower() in JSONL_SUFFIXES + PARQUET_SUFFIXES
+        and path.suffix.lower() in DATA_SUFFIXES
         and not any(part.startswith(".") for part in path.relative_to(local).parts)
     )
     return [(local / relative, f"{shown}/{relative.as_posix()}") for relative in files]
@@ -169,6 +174,63 @@ def _jsonl_rows(path: Path, name: str) -> Iterator[_Row]:
                 yield _Row(origin, path.parent, value=json.loads(text))
             except json.JSONDecodeError as exc:
                 yield _Row(origin, path.parent, error=f"invalid JSON: {exc.msg} (column {exc.colno})")
+
+
+def _json_array_rows(path: Path, name: str) -> Iterator[_Row]:
+    """The items of a JSON array file (LLaVA's layout), each named by the line it starts on."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        yield _Row(name, path.parent, error=f"not UTF-8 text: {exc.reason} at byte {exc.start}")
+        return
+    items = _JsonArrayItems(text)
+    try:
+        for line, value in items:
+            yield _Row(f"{name}:{line}", path.parent, value=value)
+    except json.JSONDecodeError as exc:
+        yield _Row(f"{name}:{exc.lineno}", path.parent, error=f"invalid JSON: {exc.msg} (column {exc.colno})")
+
+
+class _JsonArrayItems:
+    """Decode `[item, item, ...]` one item at a time, keeping the line each item starts on."""
+
+    _SPACE = " \t\r\n"
+
+    def __init__(self, text: str) -> None:
+        self.text, self.decoder = text, json.JSONDecoder()
+        self.position, self.line, self.counted_to = 0, 1, 0
+
+    def __iter__(self) -> Iterator[tuple[int, object]]:
+        self._expect("[", "a .json dataset must be one JSON array of records (use .jsonl for one record a line)")
+        if self._peek() == "]":
+            return
+        while True:
+            start = self._skip_space()
+            value, self.position = self.decoder.raw_decode(self.text, start)
+            yield self._line_at(start), value
+            if self._peek() == "]":
+                return
+            self._expect(",", "expected ',' or ']' after an array item")
+
+    def _skip_space(self) -> int:
+        while self.position < len(self.text) and self.text[self.position] in self._SPACE:
+            self.position += 1
+        return self.position
+
+    def _peek(self) -> str:
+        self._skip_space()
+        return self.text[self.position : self.position + 1]
+
+    def _expect(self, char: str, message: str) -> None:
+        if self._peek() != char:
+            raise json.JSONDecodeError(message, self.text, self.position)
+        self.position += 1
+
+    def _line_at(self, position: int) -> int:
+        # counted incrementally, so a large file costs one pass over its newlines
+        self.line += self.text.count("\n", self.counted_to, position)
+        self.counted_to = position
+        return self.line
 
 
 def _parquet_rows(path: Path, name: str) -> Iterator[_Row]:

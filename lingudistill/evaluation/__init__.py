@@ -4,6 +4,7 @@ evaluate_suites(suites, kind, model, adapter, processor_or_tokenizer, batch_size
 build_report(spec, teacher=..., before=..., after=..., metrics_path=..., provenance=...) -> dict
 write_report(report, output_dir, metrics_path) -> [report.json, report.md, *.svg]
 evaluate_harness_tasks(tasks, model, tokenizer, batch_size=...) -> {task: SuiteScore}   (needs lm_eval: harness.py)
+lift_section(method=, control=, teacher=, before=, language_names=, vision_names=) -> the report's lift section
 
 The names below are imported on first use (PEP 562): scoring needs torch, and reading a suite
 (`lingudistill.evaluation.suites`, which the API uses to validate an uploaded suite) must not import it (issue 15:
@@ -18,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "HarnessUnavailable": "harness",
     "evaluate_harness_tasks": "harness",
+    "ItemMismatch": "lift",
+    "LiftEstimate": "lift",
+    "lift_section": "lift",
     "Recovery": "recovery",
     "evaluate_gates": "recovery",
     "recovery": "recovery",
@@ -39,6 +43,8 @@ __all__ = [
     "PRIMARY_METRIC",
     "EvalItem",
     "HarnessUnavailable",
+    "ItemMismatch",
+    "LiftEstimate",
     "Recovery",
     "Scorer",
     "SuiteScore",
@@ -47,6 +53,7 @@ __all__ = [
     "evaluate_harness_tasks",
     "evaluate_suites",
     "exact_match",
+    "lift_section",
     "load_suite",
     "normalize_answer",
     "pick_choice",
@@ -58,6 +65,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from lingudistill.evaluation.harness import HarnessUnavailable, evaluate_harness_tasks
+    from lingudistill.evaluation.lift import ItemMismatch, LiftEstimate, lift_section
     from lingudistill.evaluation.recovery import Recovery, evaluate_gates, recovery
     from lingudistill.evaluation.report import build_report, render_markdown, summary_lines, write_report
     from lingudistill.evaluation.scoring import (

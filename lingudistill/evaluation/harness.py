@@ -13,6 +13,11 @@ Primary metric: acc_norm when the task reports it, else acc, else exact_match, e
 marks higher-is-better (recovery assumes higher is better); a group scores by its aggregate. n_items is the number
 of documents scored: the harness's effective sample count, summed over a group's tasks.
 
+Per-item scores (for the lift over a control arm): the harness's logged samples, one per document, on the primary
+metric, keyed by the document's id (`task:doc_id` in a group). They are kept only when their mean is the task's
+score; a corpus-level metric (BLEU, F1 over the corpus) or a group not weighted by size has no per-item scores,
+so its lift has an estimate but no interval.
+
 Vision suites stay with the engine's own scorer (lmms-eval is not wired in: its model API is per-family).
 """
 
@@ -85,7 +90,7 @@ def evaluate_harness_tasks(
             tasks=list(tasks),
             task_manager=manager,
             limit=limit,
-            log_samples=False,
+            log_samples=True,  # per-document scores, for the lift over a control arm
             bootstrap_iters=0,  # no standard errors: the report does not show them
             random_seed=None,
             numpy_random_seed=None,
@@ -149,7 +154,27 @@ def _suite_score(task: str, kind: SuiteKind, output: dict[str, Any]) -> SuiteSco
     higher_is_better = output.get("higher_is_better", {}).get(task, {})
     metric = _primary_metric(task, metrics, higher_is_better)
     n_items = sum(output["n-samples"][leaf]["effective"] for leaf in _leaf_tasks(task, output["group_subtasks"]))
-    return SuiteScore(task, kind, metric, metrics[metric], metrics, int(n_items))
+    items = _item_scores(task, metric, metrics[metric], output)
+    return SuiteScore(task, kind, metric, metrics[metric], metrics, int(n_items), items)
+
+
+def _item_scores(task: str, metric: str, score: float, output: dict[str, Any]) -> dict[str, float] | None:
+    """{doc key: score on `metric`} from the logged samples; None unless they are numbers that average to `score`."""
+    name, _, filter_key = metric.partition(",")
+    leaves = _leaf_tasks(task, output["group_subtasks"])
+    items: dict[str, float] = {}
+    for leaf in leaves:
+        for sample in output.get("samples", {}).get(leaf, []):
+            if sample.get("filter") != (filter_key or "none"):
+                continue
+            value = sample.get(name)
+            if not isinstance(value, int | float):  # a corpus-level metric logs tuples or strings per document
+                return None
+            key = str(sample["doc_id"]) if leaves == [task] else f"{leaf}:{sample['doc_id']}"
+            items[key] = float(value)
+    if not items or abs(sum(items.values()) / len(items) - score) > 1e-9:
+        return None
+    return items
 
 
 def _metric_name(key: str) -> str:

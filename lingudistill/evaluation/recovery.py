@@ -9,7 +9,11 @@ training (nothing was lost, so nothing can be recovered), when a score is missin
 items: it never divides by zero. The mean recovery averages the applicable suites only.
 
 A gate whose value cannot be computed (no applicable language suite, no scored vision suite) fails, with a note:
-a CI verdict must never pass on a check that did not run.
+a CI verdict must never pass on a check that did not run. The one exception is min_lift in a report without a
+control arm: there is no lift to check, so the gate is listed as not applicable (`applicable: false`, passed,
+with a note) rather than failing every run that has no control; the report that has the control (the service's
+sibling arm, or `lingudistill compare`) is the one whose verdict counts it. With a control but without an
+interval (no per-item scores), min_lift fails like any gate that could not be computed.
 """
 
 from __future__ import annotations
@@ -104,8 +108,16 @@ def _describe(score: SuiteScore | None, name: str) -> dict[str, Any]:
     return {"name": name, "metric": score.metric, "n_items": score.n_items}
 
 
-def evaluate_gates(gates: GatesSpec, *, mean_recovery: float | None, vision_drop: float | None) -> list[dict[str, Any]]:
-    """One entry per configured gate: {name, threshold, value, passed, note}."""
+def evaluate_gates(
+    gates: GatesSpec,
+    *,
+    mean_recovery: float | None,
+    vision_drop: float | None,
+    lift: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One entry per configured gate: {name, threshold, value, passed, note}; min_lift adds `applicable`.
+
+    `lift` is the report's lift section (lift.lift_section), None when the report has no control arm."""
     results = []
     if gates.min_recovery is not None:
         passed = mean_recovery is not None and mean_recovery >= gates.min_recovery - _GATE_TOLERANCE
@@ -115,7 +127,23 @@ def evaluate_gates(gates: GatesSpec, *, mean_recovery: float | None, vision_drop
         passed = vision_drop is not None and vision_drop <= gates.max_vision_drop + _GATE_TOLERANCE
         note = "vision average before - after" if vision_drop is not None else "no vision suite was scored"
         results.append(_gate("max_vision_drop", gates.max_vision_drop, vision_drop, passed, note))
+    if gates.min_lift is not None:
+        results.append(min_lift_gate(gates.min_lift, lift))
     return results
+
+
+def min_lift_gate(threshold: float, lift: dict[str, Any] | None) -> dict[str, Any]:
+    """Passes when the lower bound of the 95% interval of the mean-recovery lift is at least `threshold`."""
+    if lift is None:
+        note = "not applicable: this report has no control arm (lingudistill compare METHOD_DIR CONTROL_DIR)"
+        return {**_gate("min_lift", threshold, None, True, note), "applicable": False}
+    mean_recovery = lift["mean_recovery"]
+    low = mean_recovery["low"]
+    passed = low is not None and low >= threshold - _GATE_TOLERANCE
+    note = "lower bound of the 95% interval of the mean-recovery lift over the control"
+    if low is None:
+        note = f"no interval for the mean-recovery lift: {mean_recovery['note']}"
+    return {**_gate("min_lift", threshold, low, passed, note), "applicable": True}
 
 
 def _gate(name: str, threshold: float, value: float | None, passed: bool, note: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The recovery report: what a user reads to decide whether the job worked.
 
 `build_report` turns scores into one JSON-serialisable dict (schema below); `write_report` renders it as
-report.json, report.md and SVG plots. The JSON is what GET /v1/jobs/{id}/report serves.
+report.json, report.md and SVG plots, and stores the per-item scores it was built from in eval_items.json
+(read back by `read_item_scores`: what `lingudistill compare` pairs). The JSON is what GET /v1/jobs/{id}/report
+serves; `control` and `lift` are null in a run without a control arm.
 
     {schema_version, name, passed,
      language: {metric_note, suites: [{name, metric, n_items, teacher, before, after, delta, recovery,
@@ -9,7 +11,11 @@ report.json, report.md and SVG plots. The JSON is what GET /v1/jobs/{id}/report 
                 average: {teacher, before, after}, mean_recovery, recovery_of_average, applicable_suites},
      vision:   {suites: [{name, metric, n_items, before, after, retention}], average: {before, after},
                 retention, drop},
-     gates: [{name, threshold, value, passed, note}],
+     control:  {language: {...as above}, vision: {...as above}} | null      (the control arm's `after`)
+     lift:     {method, confidence, n_resamples, seed,
+                suites: [{name, kind, metric, method, control, estimate, low, high, n_items, note}],
+                mean_recovery: {method, control, estimate, low, high, n_items, suites, note}} | null
+     gates: [{name, threshold, value, passed, note, applicable?}],
      training: {steps, final: {...last metrics record}, loss_first, loss_last} | null,
      provenance: {spec, seed, ...whatever the caller passed}}
 """
@@ -22,12 +28,21 @@ from pathlib import Path
 from typing import Any
 
 from lingudistill.evaluation import plots
+from lingudistill.evaluation.lift import DEFAULT_RESAMPLES, lift_section
 from lingudistill.evaluation.recovery import evaluate_gates, language_rows, mean, recovery, vision_rows
 from lingudistill.evaluation.scoring import SuiteScore
 from lingudistill.spec import JobSpec
 
 SCHEMA_VERSION = 1
 LOSS_KEYS = ("loss", "loss_ce", "loss_kd")
+ITEM_SCORES_FILE = "eval_items.json"
+
+
+class Report(dict):
+    """The report dict, carrying the scores it was built from (`scores`: {arm: {suite: SuiteScore}}), so that
+    write_report can store the per-item scores beside it (eval_items.json) without putting them in report.json."""
+
+    scores: dict[str, dict[str, SuiteScore]]
 
 
 def build_report(
@@ -38,46 +53,95 @@ def build_report(
     after: dict[str, SuiteScore],
     metrics_path: Path | None,
     provenance: dict[str, Any],
-) -> dict[str, Any]:
+    control: dict[str, SuiteScore] | None = None,
+    n_resamples: int = DEFAULT_RESAMPLES,
+) -> Report:
+    """The report of one run; with `control` (the control arm's scores after training, same suites and items),
+    also its `control` section and the `lift` of this run over it (lift.py; bootstrap seeded by training.seed)."""
     language_names = spec.evaluation.language_suite_names()
     vision_names = [suite.name for suite in spec.evaluation.vision]
-    language = language_rows(language_names, teacher, before, after)
-    vision = vision_rows(vision_names, before, after)
-
-    language_average = {when: mean(row[when] for row in language) for when in ("teacher", "before", "after")}
-    mean_recovery = mean(row["recovery"] for row in language)
-    of_average = recovery(language_average["teacher"], language_average["before"], language_average["after"])
-    vision_average = {when: mean(row[when] for row in vision) for when in ("before", "after")}
-    vision_retention = mean(row["retention"] for row in vision)
+    language = language_section(spec, language_names, teacher, before, after)
+    vision = vision_section(vision_names, before, after)
+    lift = None
+    if control is not None:
+        lift = lift_section(
+            method=after,
+            control=control,
+            teacher=teacher,
+            before=before,
+            language_names=language_names,
+            vision_names=vision_names,
+            n_resamples=n_resamples,
+            seed=spec.training.seed or 0,  # an unresolved spec has no seed; the interval must still be reproducible
+        )
     gates = evaluate_gates(
-        spec.evaluation.gates,
-        mean_recovery=mean_recovery,
-        vision_drop=0.0 - vision_retention if vision_retention is not None else None,
+        spec.evaluation.gates, mean_recovery=language["mean_recovery"], vision_drop=vision["drop"], lift=lift
     )
-    return _json_safe(
-        {
-            "schema_version": SCHEMA_VERSION,
-            "name": spec.name,
-            "passed": all(gate["passed"] for gate in gates),
-            "language": {
-                "metric_note": _metric_note(spec),
-                "suites": language,
-                "average": language_average,
-                "mean_recovery": mean_recovery,
-                "recovery_of_average": of_average.value,
-                "applicable_suites": sum(row["recovery"] is not None for row in language),
-            },
-            "vision": {
-                "suites": vision,
-                "average": vision_average,
-                "retention": vision_retention,
-                "drop": 0.0 - vision_retention if vision_retention is not None else None,  # 0.0 - x: never -0.0
-            },
-            "gates": gates,
-            "training": training_summary(metrics_path),
-            "provenance": {"spec": spec.model_dump(mode="json"), "seed": spec.training.seed, **provenance},
-        }
+    report = Report(
+        _json_safe(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "name": spec.name,
+                "passed": all(gate["passed"] for gate in gates),
+                "language": language,
+                "vision": vision,
+                "control": _control_section(spec, language_names, vision_names, teacher, before, control),
+                "lift": lift,
+                "gates": gates,
+                "training": training_summary(metrics_path),
+                "provenance": {"spec": spec.model_dump(mode="json"), "seed": spec.training.seed, **provenance},
+            }
+        )
     )
+    report.scores = {"teacher": teacher, "before": before, "after": after, **({"control": control} if control else {})}
+    return report
+
+
+def language_section(
+    spec: JobSpec,
+    names: list[str],
+    teacher: dict[str, SuiteScore],
+    before: dict[str, SuiteScore],
+    after: dict[str, SuiteScore],
+) -> dict[str, Any]:
+    rows = language_rows(names, teacher, before, after)
+    average = {when: mean(row[when] for row in rows) for when in ("teacher", "before", "after")}
+    return {
+        "metric_note": _metric_note(spec),
+        "suites": rows,
+        "average": average,
+        "mean_recovery": mean(row["recovery"] for row in rows),
+        "recovery_of_average": recovery(average["teacher"], average["before"], average["after"]).value,
+        "applicable_suites": sum(row["recovery"] is not None for row in rows),
+    }
+
+
+def vision_section(names: list[str], before: dict[str, SuiteScore], after: dict[str, SuiteScore]) -> dict[str, Any]:
+    rows = vision_rows(names, before, after)
+    retention = mean(row["retention"] for row in rows)
+    return {
+        "suites": rows,
+        "average": {when: mean(row[when] for row in rows) for when in ("before", "after")},
+        "retention": retention,
+        "drop": 0.0 - retention if retention is not None else None,  # 0.0 - x: never -0.0
+    }
+
+
+def _control_section(
+    spec: JobSpec,
+    language_names: list[str],
+    vision_names: list[str],
+    teacher: dict[str, SuiteScore],
+    before: dict[str, SuiteScore],
+    control: dict[str, SuiteScore] | None,
+) -> dict[str, Any] | None:
+    """The control arm's results, shaped like the run's own: its `after` against the shared teacher and before."""
+    if control is None:
+        return None
+    return {
+        "language": language_section(spec, language_names, teacher, before, control),
+        "vision": vision_section(vision_names, before, control),
+    }
 
 
 def _metric_note(spec: JobSpec) -> str:
@@ -115,11 +179,15 @@ def read_metrics(metrics_path: Path | None) -> list[dict[str, Any]]:
 
 
 def write_report(report: dict[str, Any], output_dir: Path, metrics_path: Path | None) -> list[Path]:
-    """report.json, report.md and the plots into `output_dir`; returns the paths written."""
+    """report.json, report.md, the plots and (for a Report from build_report) eval_items.json into `output_dir`;
+    returns the paths written."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     charts = _charts(report, read_metrics(metrics_path))
     written = []
+    scores = getattr(report, "scores", None)
+    if scores is not None:
+        written.append(write_item_scores(scores, output_dir))
     for name, svg in charts.items():
         path = output_dir / name
         path.write_text(svg, encoding="utf-8")
@@ -129,6 +197,22 @@ def write_report(report: dict[str, Any], output_dir: Path, metrics_path: Path | 
     json_path = output_dir / "report.json"
     json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return [json_path, markdown, *written]
+
+
+def write_item_scores(scores: dict[str, dict[str, SuiteScore]], output_dir: Path) -> Path:
+    """eval_items.json: {schema_version, <arm>: {suite: SuiteScore.to_dict() with its per-item scores}}, the arms
+    being teacher, before, after (and control in a combined report)."""
+    content = {arm: {name: score.to_dict() for name, score in by_suite.items()} for arm, by_suite in scores.items()}
+    path = Path(output_dir) / ITEM_SCORES_FILE
+    path.write_text(json.dumps({"schema_version": SCHEMA_VERSION, **content}) + "\n", encoding="utf-8")
+    return path
+
+
+def read_item_scores(output_dir: Path) -> dict[str, dict[str, SuiteScore]]:
+    """eval_items.json of a finished run, {arm: {suite: SuiteScore}}; FileNotFoundError naming it when absent."""
+    stored = json.loads((Path(output_dir) / ITEM_SCORES_FILE).read_text(encoding="utf-8"))
+    stored.pop("schema_version", None)
+    return {arm: {name: SuiteScore.from_dict(s) for name, s in by_suite.items()} for arm, by_suite in stored.items()}
 
 
 # --- plots ----------------------------------------------------------------------------------------------------------
@@ -175,7 +259,7 @@ def render_markdown(report: dict[str, Any], charts: list[str]) -> str:
     if report["gates"]:
         lines += ["| gate | threshold | value | result | |", "|---|---|---|---|---|"]
         for gate in report["gates"]:
-            result = "pass" if gate["passed"] else "FAIL"
+            result = _gate_result(gate)
             lines.append(
                 f"| {gate['name']} | {_fmt(gate['threshold'])} | {_fmt(gate['value'])} | {result} | {gate['note']} |"
             )
@@ -223,11 +307,53 @@ def render_markdown(report: dict[str, Any], charts: list[str]) -> str:
         lines.append(f"| **average** | | | {cells} |")
     else:
         lines.append("No vision suites.")
+    lines += lift_lines(report)
     lines += _training_lines(report.get("training"))
     if charts:
         lines += ["", "## Plots", ""] + [f"![{name.removesuffix('.svg')}]({name})" for name in charts]
     lines += _provenance_lines(report.get("provenance", {}))
     return "\n".join(lines) + "\n"
+
+
+def lift_lines(report: dict[str, Any]) -> list[str]:
+    """The "Method against control" section: each suite's and the mean recovery's lift with its interval."""
+    lift = report.get("lift")
+    if not lift:
+        return []
+    percent = round(lift["confidence"] * 100)
+    lines = [
+        "",
+        "## Method against control",
+        "",
+        f"Lift = method − control on the same items; {percent}% interval: {lift['method']} "
+        f"({lift['n_resamples']} resamples, seed {lift['seed']}). The control is this job with kd_sources: none.",
+        "",
+        f"| suite | kind | metric | items | method | control | lift | {percent}% interval |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in lift["suites"]:
+        lines.append(
+            f"| {row['name']} | {row['kind']} | {row['metric'] or ''} | {row['n_items']} | {_fmt(row['method'])} | "
+            f"{_fmt(row['control'])} | {_signed(row['estimate'])} | {_interval(row)} |"
+        )
+    recovery_lift = lift["mean_recovery"]
+    lines.append(
+        f"| **mean recovery** | language | recovery | {recovery_lift['n_items']} | {_fmt(recovery_lift['method'])} | "
+        f"{_fmt(recovery_lift['control'])} | {_signed(recovery_lift['estimate'])} | {_interval(recovery_lift)} |"
+    )
+    return lines
+
+
+def _interval(lift: dict[str, Any]) -> str:
+    if lift["low"] is None or lift["high"] is None:
+        return f"n/a ({lift['note']})" if lift.get("note") else "n/a"
+    return f"[{_signed(lift['low'])}, {_signed(lift['high'])}]"
+
+
+def _gate_result(gate: dict[str, Any]) -> str:
+    if gate.get("applicable") is False:
+        return "n/a"
+    return "pass" if gate["passed"] else "FAIL"
 
 
 def _training_lines(training: dict[str, Any] | None) -> list[str]:
@@ -324,8 +450,15 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"vision average: before {_fmt(average['before'])}, after {_fmt(average['after'])}; "
             f"retention {_signed(vision['retention'])}"
         )
+    lift = report.get("lift")
+    if lift:
+        recovery_lift = lift["mean_recovery"]
+        lines.append(
+            f"mean recovery: method {_fmt(recovery_lift['method'])}, control {_fmt(recovery_lift['control'])}; "
+            f"lift {_signed(recovery_lift['estimate'])} {_interval(recovery_lift)}"
+        )
     for gate in report["gates"]:
-        result = "pass" if gate["passed"] else "FAIL"
+        result = _gate_result(gate)
         lines.append(f"gate {gate['name']}: {_fmt(gate['value'])} vs {_fmt(gate['threshold'])}: {result}")
     lines.append(f"verdict: {'PASSED' if report['passed'] else 'FAILED'}")
     return lines

@@ -13,6 +13,9 @@ Short answers: greedy generation of at most `max_new_tokens`, compared with the 
 match (lower case, punctuation and the articles a/an/the removed, whitespace collapsed: SQuAD's
 `normalize_answer`). Primary metric: exact_match.
 
+Every suite also keeps its per-item scores on the primary metric (1 or 0 per item, by the item's key: its `id`
+or its index), so that two runs on the same items can be compared item by item (lift.py's paired bootstrap).
+
 Log-probabilities are computed only at label positions: the decoder's last hidden states are gathered at the
 rows that predict a label, and only those rows go through lm_head, in chunks.
 """
@@ -29,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lingudistill.data.records import Record
-from lingudistill.evaluation.suites import EvalItem, load_suite, suite_format
+from lingudistill.evaluation.suites import EvalItem, item_keys, load_suite, suite_format
 from lingudistill.models.encoding import IGNORE, Encoder, Example
 from lingudistill.models.families.base import FamilyAdapter
 from lingudistill.spec import EvalSuite
@@ -42,7 +45,12 @@ _LM_HEAD_CHUNK_ROWS = 4096
 
 @dataclass(frozen=True)
 class SuiteScore:
-    """One suite's result. `score` is metrics[metric]; None when the suite has no items."""
+    """One suite's result. `score` is metrics[metric]; None when the suite has no items.
+
+    `items` holds the per-item scores on the primary metric, {item key: score} in suite order, so that `score`
+    is their mean; None where the scorer does not give them (an lm-evaluation-harness task run without samples,
+    a result stored before per-item scores existed).
+    """
 
     name: str
     kind: SuiteKind
@@ -50,9 +58,10 @@ class SuiteScore:
     score: float | None
     metrics: dict[str, float] = field(default_factory=dict)
     n_items: int = 0
+    items: dict[str, float] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, with_items: bool = True) -> dict[str, Any]:
+        data = {
             "name": self.name,
             "kind": self.kind,
             "metric": self.metric,
@@ -60,10 +69,17 @@ class SuiteScore:
             "metrics": dict(self.metrics),
             "n_items": self.n_items,
         }
+        if with_items and self.items is not None:
+            data["items"] = {"keys": list(self.items), "scores": list(self.items.values())}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SuiteScore:
-        return cls(data["name"], data["kind"], data["metric"], data["score"], dict(data["metrics"]), data["n_items"])
+        stored = data.get("items")
+        items = dict(zip(stored["keys"], stored["scores"], strict=True)) if stored is not None else None
+        return cls(
+            data["name"], data["kind"], data["metric"], data["score"], dict(data["metrics"]), data["n_items"], items
+        )
 
 
 def normalize_answer(text: str) -> str:
@@ -135,6 +151,10 @@ class Scorer:
 
     # --- scoring suites ---------------------------------------------------------------------------------------
     def score_multiple_choice(self, items: Sequence[EvalItem], desc: str = "scoring") -> dict[str, float]:
+        return _means(self.multiple_choice_hits(items, desc))
+
+    def multiple_choice_hits(self, items: Sequence[EvalItem], desc: str = "scoring") -> dict[str, list[float]]:
+        """{"acc": [1.0 or 0.0 per item], "acc_norm": [...]}, in item order."""
         records, owners = [], []
         for n, item in enumerate(items):
             assert item.choices is not None
@@ -145,20 +165,27 @@ class Scorer:
         per_item: list[list[float]] = [[] for _ in items]
         for n, value in zip(owners, logliks, strict=True):
             per_item[n].append(value)
-        acc = acc_norm = 0
+        hits: dict[str, list[float]] = {"acc": [], "acc_norm": []}
         for item, scores in zip(items, per_item, strict=True):
             assert item.choices is not None
             normalised = [s / max(len(c), 1) for s, c in zip(scores, item.choices, strict=True)]
-            acc += pick_choice(scores) == item.answer
-            acc_norm += pick_choice(normalised) == item.answer
-        return {"acc": acc / len(items), "acc_norm": acc_norm / len(items)}
+            hits["acc"].append(float(pick_choice(scores) == item.answer))
+            hits["acc_norm"].append(float(pick_choice(normalised) == item.answer))
+        return hits
 
     def score_short_answer(
         self, items: Sequence[EvalItem], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, desc: str = "generating"
     ) -> dict[str, float]:
+        return _means(self.short_answer_hits(items, max_new_tokens, desc))
+
+    def short_answer_hits(
+        self, items: Sequence[EvalItem], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, desc: str = "generating"
+    ) -> dict[str, list[float]]:
+        """{"exact_match": [1.0 or 0.0 per item]}, in item order."""
         answers = self.generate([_record(item, str(item.answer)) for item in items], max_new_tokens, desc)
-        hits = sum(exact_match(answer, str(item.answer)) for answer, item in zip(answers, items, strict=True))
-        return {"exact_match": hits / len(items)}
+        return {
+            "exact_match": [float(exact_match(a, str(item.answer))) for a, item in zip(answers, items, strict=True)]
+        }
 
     def score_suite(
         self, suite: EvalSuite, kind: SuiteKind, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
@@ -169,10 +196,12 @@ class Scorer:
         if not items:
             return SuiteScore(suite.name, kind, metric, None, {}, 0)
         if form == "multiple_choice":
-            metrics = self.score_multiple_choice(items, desc=suite.name)
+            hits = self.multiple_choice_hits(items, desc=suite.name)
         else:
-            metrics = self.score_short_answer(items, max_new_tokens, desc=suite.name)
-        return SuiteScore(suite.name, kind, metric, metrics[metric], metrics, len(items))
+            hits = self.short_answer_hits(items, max_new_tokens, desc=suite.name)
+        metrics = _means(hits)
+        per_item = dict(zip(item_keys(items), hits[metric], strict=True))
+        return SuiteScore(suite.name, kind, metric, metrics[metric], metrics, len(items), per_item)
 
     # --- internals --------------------------------------------------------------------------------------------
     def _batches(self, examples: Sequence[Example], desc: str):  # type: ignore[no-untyped-def]
@@ -273,6 +302,10 @@ def evaluate_suites(
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
+def _means(hits: dict[str, list[float]]) -> dict[str, float]:
+    return {metric: sum(values) / len(values) for metric, values in hits.items()}
+
+
 def _record(item: EvalItem, answer: str) -> Record:
     user: list[dict] = [{"type": "image"}] if item.image is not None else []
     user.append({"type": "text", "text": item.question})

@@ -6,7 +6,9 @@ Two item forms, one per line:
     {"question": "...", "answer": "...", "image": LOCATOR?}                                        short answer
 
 `answer` of a multiple-choice item is the index of the right choice or its exact text. A suite holds one form
-only, so that it has one primary metric. `image` is a path relative to the suite file's folder (which it must
+only, so that it has one primary metric. `id` (optional, a string or an integer) names the item in the per-item
+scores (eval_items.json) that the lift over a control arm pairs by; without it an item is named by its index in
+the suite. Keys must be unique within a suite. `image` is a path relative to the suite file's folder (which it must
 not leave), an s3:// URI or a base64 data URI, exactly as in training records. A bad line raises DataError
 naming file:line.
 """
@@ -34,6 +36,7 @@ class EvalItem:
     choices: tuple[str, ...] | None
     image: ImageRef | None
     origin: str  # "path/to/suite.jsonl:17"
+    id: str | None = None  # the item's own name, when the file gives one
 
     @property
     def format(self) -> ItemFormat:
@@ -57,7 +60,23 @@ def load_suite(suite: EvalSuite) -> list[EvalItem]:
             source=suite.name,
             origin=first_short.origin,
         )
+    _check_unique_keys(items, suite.name)
     return items
+
+
+def item_keys(items: list[EvalItem]) -> list[str]:
+    """The stable name of each item for per-item scores: its `id`, else its index in the suite."""
+    return [item.id if item.id is not None else str(index) for index, item in enumerate(items)]
+
+
+def _check_unique_keys(items: list[EvalItem], name: str) -> None:
+    seen: set[str] = set()
+    for key, item in zip(item_keys(items), items, strict=True):
+        if key in seen:
+            raise DataError(
+                f"item key {key!r} is used twice; 'id' must be unique in a suite", source=name, origin=item.origin
+            )
+        seen.add(key)
 
 
 def suite_format(items: list[EvalItem]) -> ItemFormat | None:
@@ -95,15 +114,24 @@ def parse_item(obj: object, *, origin: str, base_dir: Path | None) -> EvalItem:
     if not isinstance(question, str) or not question.strip():
         raise DataError("'question' must be a non-empty string")
     image = image_ref(obj["image"], base_dir) if obj.get("image") is not None else None
+    item_id = _item_id(obj.get("id"))
     if "answer" not in obj:
         raise DataError("'answer' is missing")
     if obj.get("choices") is None:
         answer = obj["answer"]
         if not isinstance(answer, str) or not answer.strip():
             raise DataError("a short-answer item needs 'answer' as a non-empty string (or give 'choices')")
-        return EvalItem(question, answer, None, image, origin)
+        return EvalItem(question, answer, None, image, origin, item_id)
     choices = _choices(obj["choices"])
-    return EvalItem(question, _answer_index(obj["answer"], choices), choices, image, origin)
+    return EvalItem(question, _answer_index(obj["answer"], choices), choices, image, origin, item_id)
+
+
+def _item_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int) or (isinstance(value, str) and not value.strip()):
+        raise DataError("'id' must be a non-empty string or an integer")
+    return str(value)
 
 
 def _choices(value: object) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -213,8 +213,10 @@ class LinguDistillClient:
         metadata: dict[str, str] | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        view: Literal["summary", "full"] = "summary",
     ) -> JobPage:
-        params: dict[str, Any] = {"limit": limit, "after": after, "name": name}
+        """A page of jobs, newest first. The summary view leaves each job's spec out (None); view="full" has it."""
+        params: dict[str, Any] = {"limit": limit, "after": after, "name": name, "view": view}
         params["status"] = [str(s) for s in status] or None
         params["metadata"] = [f"{k}={v}" for k, v in (metadata or {}).items()] or None
         params["created_after"] = created_after.isoformat() if created_after else None

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from lingudistill.spec import JobSpec
 from service.auth import Principal, scoped
@@ -56,8 +56,19 @@ def add_job(session: Session, job: Job) -> Job:
     return job
 
 
-def list_jobs(session: Session, principal: Principal, filters: JobFilters, limit: int, after: str | None) -> Page[Job]:
+def list_jobs(
+    session: Session,
+    principal: Principal,
+    filters: JobFilters,
+    limit: int,
+    after: str | None,
+    with_spec: bool = True,
+) -> Page[Job]:
+    """Newest first, a keyset page. Without `with_spec` the spec column (about 1.5 KB of JSON a job) is not read,
+    and touching it raises rather than loading it row by row."""
     stmt = scoped(select(Job), Job, principal).where(*_filter_clauses(filters))
+    if not with_spec:
+        stmt = stmt.options(defer(Job.spec, raiseload=True))
     return page_of(session.scalars(newest_first(stmt, Job, limit, after)).all(), limit)
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Request
@@ -79,6 +79,12 @@ def list_jobs(
     metadata: Annotated[list[str] | None, Query(description="key=value; repeat to require several.")] = None,
     created_after: IsoDatetime | None = None,
     created_before: IsoDatetime | None = None,
+    view: Annotated[
+        Literal["summary", "full"],
+        Query(
+            description="summary: each job without its resolved spec (null; GET /v1/jobs/{id} has it). full: with it."
+        ),
+    ] = "summary",
 ) -> JobPage:
     filters = repository.JobFilters(
         statuses=status or (),
@@ -87,7 +93,7 @@ def list_jobs(
         created_after=created_after,
         created_before=created_before,
     )
-    items, cursor = service.list_jobs(session, principal, filters, limit, after)
+    items, cursor = service.list_jobs(session, principal, filters, limit, after, with_spec=view == "full")
     return JobPage(items=items, next_cursor=cursor)
 
 

@@ -60,7 +60,10 @@ class JobOut(BaseModel):
     priority: int
     attempt: int
     max_attempts: int
-    spec: JobSpec = Field(description="The resolved spec: every default written out, the seed generated.")
+    spec: JobSpec | None = Field(
+        description="The resolved spec: every default written out, the seed generated. Lists leave it out (null) "
+        "unless asked with view=full."
+    )
     metadata: dict[str, str]
     progress: Progress
     queue_info: QueueInfo | None = Field(None, description="Present while the job is queued.")

@@ -224,7 +224,7 @@ def _remaining_s(job: repository.RunningJob, mean_s: float) -> float:
     return max(mean_s - (utcnow() - started).total_seconds(), 0.0)
 
 
-def job_view(job: Job, queue_info: QueueInfo | None = None) -> JobOut:
+def job_view(job: Job, queue_info: QueueInfo | None = None, *, with_spec: bool = True) -> JobOut:
     return JobOut(
         id=job.id,
         name=job.name,
@@ -234,7 +234,7 @@ def job_view(job: Job, queue_info: QueueInfo | None = None) -> JobOut:
         priority=job.priority,
         attempt=job.attempt,
         max_attempts=job.max_attempts,
-        spec=JobSpec.model_validate(job.spec),
+        spec=JobSpec.model_validate(job.spec) if with_spec else None,
         metadata=job.meta,
         progress=progress_of(job),
         queue_info=queue_info,
@@ -255,10 +255,15 @@ def detailed_view(session: Session, job: Job, settings: Settings) -> JobOut:
 
 
 def list_jobs(
-    session: Session, principal: Principal, filters: repository.JobFilters, limit: int, after: str | None
+    session: Session,
+    principal: Principal,
+    filters: repository.JobFilters,
+    limit: int,
+    after: str | None,
+    with_spec: bool = False,
 ) -> tuple[list[JobOut], str | None]:
-    page = repository.list_jobs(session, principal, filters, limit, after)
-    return [job_view(j) for j in page.items], page.next_cursor
+    page = repository.list_jobs(session, principal, filters, limit, after, with_spec=with_spec)
+    return [job_view(j, with_spec=with_spec) for j in page.items], page.next_cursor
 
 
 # --- metrics ------------------------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ def test_every_route_returns_typed_models(api: LinguDistillClient, driver: JobDr
     assert isinstance(job, JobOut) and job.status is JobStatus.queued and job.spec.training.seed is not None
     assert api.get_job(job.id).id == job.id
     assert [j.id for j in api.list_jobs(name=job.name).items] == [job.id]
+    assert api.list_jobs(name=job.name).items[0].spec is None
+    assert api.list_jobs(name=job.name, view="full").items[0].spec == job.spec
     assert job.id in [j.id for j in api.iter_jobs(status=["queued"])]
     assert api.list_events(job.id).items[0].data["status"] == "queued"
 

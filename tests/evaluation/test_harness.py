@@ -131,6 +131,8 @@ def test_the_harness_scores_a_local_task_as_the_engine_does(models, tasks, which
     suite = load_suite(EvalSuite(name="sums", uri=str(tasks / "tiny_sums.jsonl")))
     engine = Scorer(model, adapter, processor, batch_size=4).score_multiple_choice(suite)
     assert score.metrics == pytest.approx(engine, abs=1e-12), "same items, same texts, same model: same accuracy"
+    hits = Scorer(model, adapter, processor, batch_size=4).multiple_choice_hits(suite)["acc_norm"]
+    assert score.items == {str(n): hit for n, hit in enumerate(hits)}, "per document, keyed by the harness's doc_id"
 
 
 @needs_harness
@@ -171,6 +173,11 @@ def test_item_counts_follow_the_limit_and_sum_over_a_group(models, tasks) -> Non
     assert group.n_items == 6, "3 documents of each of its two tasks"
     assert group.metric == "acc_norm" and set(group.metrics) == {"acc_norm"}, "the group's aggregate"
     assert group.score == pytest.approx((tasks_alone["tiny_sums"].score + tasks_alone["tiny_colours"].score) / 2)
+    assert list(group.items or {}) == [f"{task}:{n}" for task in ("tiny_sums", "tiny_colours") for n in range(3)]
+    assert list(group.items.values()) == [
+        *tasks_alone["tiny_sums"].items.values(),
+        *tasks_alone["tiny_colours"].items.values(),
+    ]
 
 
 @needs_harness

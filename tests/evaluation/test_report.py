@@ -48,7 +48,19 @@ def sample_report(**gates: float) -> dict:
 def test_report_json_schema_and_arithmetic() -> None:
     report = sample_report(min_recovery=0.2, max_vision_drop=0.05)
     json.dumps(report, allow_nan=False)
-    assert set(report) == {"schema_version", "name", "passed", "language", "vision", "gates", "training", "provenance"}
+    assert set(report) == {
+        "schema_version",
+        "name",
+        "passed",
+        "language",
+        "vision",
+        "control",
+        "lift",
+        "gates",
+        "training",
+        "provenance",
+    }
+    assert report["control"] is None and report["lift"] is None  # no control arm
     arc, hella = report["language"]["suites"]
     assert arc == {
         "name": "arc",
@@ -125,7 +137,7 @@ def test_write_report_renders_markdown_and_plots(tmp_path: Path) -> None:
     assert report["training"]["steps"] == 5 and report["training"]["loss_last"] == pytest.approx(0.6)
     written = write_report(report, tmp_path / "out", metrics)
     names = {path.name for path in written}
-    assert names == {"report.json", "report.md", "scores.svg", "loss.svg", "loss_by_source.svg"}
+    assert names == {"report.json", "report.md", "eval_items.json", "scores.svg", "loss.svg", "loss_by_source.svg"}
     for path in written:
         assert path.stat().st_size > 0
         if path.suffix == ".svg":
@@ -144,7 +156,7 @@ def test_write_report_renders_markdown_and_plots(tmp_path: Path) -> None:
 
 def test_write_report_without_metrics_still_plots_scores(tmp_path: Path) -> None:
     written = write_report(sample_report(), tmp_path, None)
-    assert sorted(path.name for path in written) == ["report.json", "report.md", "scores.svg"]
+    assert sorted(path.name for path in written) == ["eval_items.json", "report.json", "report.md", "scores.svg"]
 
 
 def test_provenance_is_rendered_for_people_not_as_json(tmp_path: Path) -> None:

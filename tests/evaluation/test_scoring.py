@@ -61,6 +61,22 @@ def test_acc_norm_divides_by_the_characters_of_the_choice(tokenizer, write_suite
     assert scorer.score_multiple_choice(items) == {"acc": 0.0, "acc_norm": 1.0}
 
 
+def test_a_suite_keeps_the_score_of_every_item_by_its_key(tokenizer, write_suite) -> None:
+    """Uniform logits: per character, the longer choice always wins (see above), so each item is right exactly
+    when its answer is the longer choice; acc (on sums) picks the shorter."""
+    scorer = Scorer(TableLM(torch.zeros(len(tokenizer), len(tokenizer))), None, tokenizer)
+    items = [
+        {"question": "what is ?", "choices": ["one", "three plus two"], "answer": 1, "id": "long"},
+        {"question": "what is ?", "choices": ["one", "three plus two"], "answer": 0, "id": "short"},
+        {"question": "what is ?", "choices": ["three plus two", "two"], "answer": 0},
+    ]
+    score = scorer.score_suite(suite(write_suite, "keys", items), "language")
+    assert score.items == {"long": 1.0, "short": 0.0, "2": 1.0}
+    assert score.score == pytest.approx(2 / 3) and score.metrics["acc"] == pytest.approx(1 / 3)
+    assert SuiteScore.from_dict(json.loads(json.dumps(score.to_dict()))) == score
+    assert "items" not in score.to_dict(with_items=False)
+
+
 @pytest.mark.parametrize(("answer", "expected"), [(0, 1.0), (1, 0.0)])
 def test_a_tie_goes_to_the_lowest_index(tokenizer, write_suite, answer: int, expected: float) -> None:
     scorer = Scorer(TableLM(torch.zeros(len(tokenizer), len(tokenizer))), None, tokenizer)
@@ -77,7 +93,8 @@ def test_short_answers_use_normalised_exact_match_and_stop_at_end_of_turn(tokeni
     model = TableLM(torch.zeros(len(tokenizer), len(tokenizer)), canned)
     items = [{"question": "what is ?", "answer": "Square is RED!"}, {"question": "what is ?", "answer": "red"}]
     scores = evaluate_suites([suite(write_suite, "sa", items)], "language", model, None, tokenizer, batch_size=4)
-    assert scores["sa"] == SuiteScore("sa", "language", "exact_match", 0.5, {"exact_match": 0.5}, 2)
+    per_item = {"0": 1.0, "1": 0.0}  # the canned answer is "the square is red.", right for the first item only
+    assert scores["sa"] == SuiteScore("sa", "language", "exact_match", 0.5, {"exact_match": 0.5}, 2, per_item)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import pytest
 
 from lingudistill.data.records import DataError
 from lingudistill.evaluation import load_suite
+from lingudistill.evaluation.suites import item_keys
 from lingudistill.spec import EvalSuite
 
 
@@ -64,3 +65,22 @@ def test_a_suite_mixing_forms_is_refused(write_suite) -> None:
 def test_a_missing_suite_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
         load_suite(EvalSuite(name="gone", uri=str(tmp_path / "gone.jsonl")))
+
+
+def test_items_are_keyed_by_their_id_else_by_their_index(write_suite) -> None:
+    path = write_suite(
+        "keys",
+        [
+            {"question": "q", "answer": "a", "id": "arc-17"},
+            {"question": "q", "answer": "b"},
+            {"id": 9, "question": "q", "answer": "c"},
+        ],
+    )
+    assert item_keys(load_suite(EvalSuite(name="keys", uri=str(path)))) == ["arc-17", "1", "9"]
+
+
+def test_a_key_used_twice_is_refused(write_suite) -> None:
+    path = write_suite("twice", [{"question": "q", "answer": "a", "id": "1"}, {"question": "q", "answer": "b"}])
+    with pytest.raises(DataError, match=r"item key '1' is used twice") as caught:
+        load_suite(EvalSuite(name="twice", uri=str(path)))
+    assert f"{path}:2" in str(caught.value)

@@ -108,6 +108,16 @@ def test_list_filters(client, spec_body, sessions):
     assert client.get("/v1/jobs", params={"metadata": "nokey"}).status_code == 422
 
 
+def test_the_list_leaves_the_spec_out_unless_asked_for_the_full_view(client, spec_body):
+    created = client.post("/v1/jobs", json=spec_body("listed")).json()
+    summary = client.get("/v1/jobs").json()["items"][0]
+    full = client.get("/v1/jobs", params={"view": "full"}).json()["items"][0]
+    assert summary["id"] == full["id"] == created["id"]
+    assert summary["spec"] is None and full["spec"] == created["spec"]
+    assert {k: v for k, v in summary.items() if k != "spec"} == {k: v for k, v in full.items() if k != "spec"}
+    assert client.get("/v1/jobs", params={"view": "everything"}).status_code == 422
+
+
 def test_pagination_is_stable_while_jobs_are_inserted(client, spec_body):
     created = [client.post("/v1/jobs", json=spec_body(f"job-{i}")).json()["id"] for i in range(7)]
     first = client.get("/v1/jobs", params={"limit": 3}).json()

@@ -308,7 +308,7 @@ def test_cancel_a_second_job(page: Page, server: Server, shoot: Any) -> None:
 
 def test_compare_lingudistill_with_plain_fine_tuning(page: Page, server: Server, shoot: Any) -> None:
     with server.client() as client:
-        jobs = client.get("/v1/jobs", params={"name": "ui-lingudistill"}).json()["items"]
+        jobs = client.get("/v1/jobs", params={"name": "ui-lingudistill", "view": "full"}).json()["items"]
         spec = dict(jobs[0]["spec"], name="ui-baseline-ce-only")
         spec["method"] = {**spec["method"], "kd_sources": "none"}
         spec["training"] = {**spec["training"], "seed": None, "checkpoint_every": 1000}  # as the toy job: none kept
@@ -387,7 +387,7 @@ def _seed_many_jobs(server: Server, jobs: int, steps: int) -> str:
     from service.models import Job, JobStatus, Metric, utcnow
 
     with server.client() as client:
-        template = client.get("/v1/jobs", params={"name": "ui-lingudistill"}).json()["items"][0]
+        template = client.get("/v1/jobs", params={"name": "ui-lingudistill", "view": "full"}).json()["items"][0]
     engine = make_engine(server.database_url)
     now = utcnow()
 

@@ -19,7 +19,7 @@ export function gatesTable(report) {
       h("code", {}, gate.name),
       gateNumber(gate.name, gate.threshold),
       gateNumber(gate.name, gate.value),
-      h("span", { class: gate.passed ? "verdict pass" : "verdict fail" }, gate.passed ? "✓ pass" : "✗ fail"),
+      gateVerdict(gate),
       gate.note || "",
     ]),
     "gates-table",
@@ -81,7 +81,14 @@ export function table(caption, headers, rows, id) {
 }
 
 /** Gate values in the unit of what they bound: a recovery is a percent, a drop is in percentage points. */
+// A gate that does not apply (min_lift without a control arm) says so rather than "pass".
+function gateVerdict(gate) {
+  if (gate.applicable === false) return h("span", { class: "verdict na" }, "n/a");
+  return h("span", { class: gate.passed ? "verdict pass" : "verdict fail" }, gate.passed ? "✓ pass" : "✗ fail");
+}
+
 export function gateNumber(name, value) {
+  if (name.includes("lift")) return pointsChange(value);
   if (name.includes("recovery")) return percent(value);
   if (name.includes("drop")) return points(value);
   return number(value);
