@@ -109,17 +109,6 @@ def tenant_max_active_jobs(session: Session, tenant_id: str) -> int | None:
     return session.scalar(select(Tenant.max_active_jobs).where(Tenant.id == tenant_id))
 
 
-def queue_position(session: Session, job: Job) -> int:
-    """Dispatched queued jobs ahead of `job` on its queue: higher priority first, then older first."""
-    ahead = or_(
-        Job.priority > job.priority,
-        and_(Job.priority == job.priority, Job.created_at < job.created_at),
-        and_(Job.priority == job.priority, Job.created_at == job.created_at, Job.id < job.id),
-    )
-    stmt = select(func.count()).where(Job.queue == job.queue, Job.status == S.queued, Job.held_reason.is_(None), ahead)
-    return session.scalar(stmt) or 0
-
-
 def count_by_status(session: Session) -> dict[str, int]:
     rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
     return {str(status.value if isinstance(status, JobStatus) else status): n for status, n in rows}
