@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
+from lingudistill.errors import is_user_error
 from lingudistill.spec import JobSpec, SpecError, local_input_problems, read_spec
 
 # transformers and torch are imported inside the commands that need them: `lingudistill submit --help` and the
@@ -26,25 +27,6 @@ Exit codes:
   0  done (validate: the spec, its models and its data are valid)
   1  an unexpected error (the traceback says where)
   2  invalid input: the spec, its models or data, or the command line"""
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean "your input is wrong": one clear message, exit code 2, nothing half-written."""
-    from lingudistill.data.records import DataError
-    from lingudistill.evaluation.harness import HarnessUnavailable
-    from lingudistill.models.compat import IncompatibleModels
-    from lingudistill.models.families import UnsupportedModel
-    from lingudistill.models.loading import ModelLoadError
-
-    return (
-        SpecError,
-        DataError,
-        ModelLoadError,
-        IncompatibleModels,
-        UnsupportedModel,
-        HarnessUnavailable,
-        FileNotFoundError,
-    )
 
 
 class PluginGroup(click.Group):
@@ -100,6 +82,12 @@ def _fail(problem: Exception | str) -> NoReturn:
     sys.exit(2)
 
 
+def _fail_if_user_error(exc: Exception) -> None:
+    """The user's input is wrong (lingudistill.errors decides): _fail; anything else goes on with its traceback."""
+    if is_user_error(exc):
+        _fail(exc)
+
+
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -111,16 +99,17 @@ def train(spec_path: str, output: str, resume: bool) -> None:
     loadable with from_pretrained), OUTPUT/checkpoints/, and OUTPUT/report.json + report.md when the spec
     has evaluation suites.
     """
-    spec = _load(spec_path).resolved()
-    from lingudistill.pipeline import run_job
+    spec = _load(spec_path)
+    from lingudistill.pipeline import resolve_seed, run_job
 
     _quiet_transformers()
+    spec = resolve_seed(spec, Path(output), resume=resume)  # a resumed job keeps its recorded seed
     click.echo(f"job {spec.name}: seed {spec.seed}, {spec.training.max_steps} steps -> {output}")
     try:
         result = run_job(spec, Path(output), resume=resume, progress=True)
-    except user_errors() as exc:
-        _fail(exc)
-        return
+    except Exception as exc:
+        _fail_if_user_error(exc)
+        raise
     click.echo(f"model: {result.train.model_dir} ({result.train.parameter_count:,} parameters)")
     if result.report is not None:
         from lingudistill.evaluation import summary_lines
@@ -139,9 +128,9 @@ def validate(spec_path: str) -> None:
     _quiet_transformers()
     try:
         checked = validate_job(spec)
-    except user_errors() as exc:
-        _fail(exc)
-        return
+    except Exception as exc:
+        _fail_if_user_error(exc)
+        raise
     click.echo(json.dumps({"ok": True, "records": checked.data.counts}, indent=2))
 
 

@@ -8,14 +8,27 @@ service. Output folder:
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lingudistill import evaluation
+from lingudistill import evaluation, parallel
 from lingudistill.data.sources import ValidationReport, read_source, source_sha256, validate_sources
 from lingudistill.evaluation.harness import check_harness, evaluate_harness
+from lingudistill.events import (
+    CheckpointSaved,
+    Evaluating,
+    EventSink,
+    Step,
+    Supervision,
+    TrainBegin,
+    Validated,
+    done_event,
+    watch_pulse,
+)
 from lingudistill.models.compat import check_compatibility
 from lingudistill.models.encoding import Encoder
 from lingudistill.models.loading import Student, Teacher, load_student, load_teacher
@@ -61,6 +74,19 @@ class JobResult:
     report: dict[str, Any] | None
 
 
+def resolve_seed(spec: JobSpec, output_dir: Path, *, resume: bool) -> JobSpec:
+    """The spec with its seed: the one given, else the one recorded in DIR/spec.json when resuming (the data order
+    and the checkpoint's RNG state belong to it), else a new one. On several ranks rank 0 decides for all."""
+    if spec.training.seed is not None:
+        return spec
+    recorded = Path(output_dir) / "spec.json"
+    if resume and recorded.is_file():
+        seed = JobSpec.model_validate_json(recorded.read_text()).training.seed
+        return spec.model_copy(update={"training": spec.training.model_copy(update={"seed": seed})}).resolved()
+    resolved: JobSpec = parallel.broadcast_object(spec.resolved() if parallel.topology().is_main else None)
+    return resolved
+
+
 def run_job(
     spec: JobSpec,
     output_dir: Path,
@@ -71,15 +97,19 @@ def run_job(
     validation: Validation | None = None,
     origin: JobSpec | None = None,
 ) -> JobResult:
-    """`validation`: the result of `validate(spec)` when the caller ran it already (the worker's stage).
+    """The one orchestration of a job, in one process or on every rank of a torchrun group.
+
+    `validation`: the result of `validate(spec)` when the caller ran it already (the worker's stage).
     `origin`: the spec as submitted, when `spec` names local copies of its data (the worker's dataset:// URIs);
-    the report's provenance records the submitted URIs."""
-    spec = spec.resolved() if spec.training.seed is None else spec
+    the report's provenance records the submitted URIs.
+    On several ranks every rank trains its shard; rank 0 alone scores, writes the outputs and calls `callbacks`."""
+    rank = parallel.topology()
     output_dir = Path(output_dir)
+    spec = resolve_seed(spec, output_dir, resume=resume)
     checked = validation or validate(spec)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
-    scores_before = score_before(spec, checked, output_dir, progress)
+    provenance = _provenance(spec, checked, origin or spec) if rank.is_main else {}
+    scores_before = _begin_output(spec, checked, output_dir, progress) if rank.is_main else {}
+    progress = progress and rank.is_main
     recipe = Recipe(
         spec,
         output_dir,
@@ -87,24 +117,104 @@ def run_job(
         callbacks=[PeriodicEvaluation(spec, progress), MetricsFile(output_dir / "metrics.jsonl"), *callbacks],
         progress=progress,
         student=checked.student,
-        teacher=checked.teacher if any(spec.distills(s) for s in spec.mixture) else None,
+        # sharded, each rank loads its own teacher (bf16, on its device): the validated one stays on the CPU
+        teacher=checked.teacher if any(spec.distills(s) for s in spec.mixture) and not rank.enabled else None,
     )
+    del checked, validation  # the trained student lives on in the recipe; the CPU teacher may go
     result = recipe.train(resume=resume)
-    if result.stopped_early:
+    trained = None if rank.enabled else recipe.student
+    del recipe  # sharded: this rank's shard goes before rank 0 reads the whole model back
+    if rank.enabled:
+        # Every rank's last collective (the gather of the final model) must be complete on both ends before a rank
+        # leaves: gloo aborts the process when a rank tears its group down while a send to rank 0 is in flight.
+        parallel.barrier()
+    if result.stopped_early or not has_suites(spec) or not rank.is_main:
         return JobResult(result, None)
-    report = report_after(spec, recipe.student, checked, scores_before, output_dir, progress, origin)
-    return JobResult(result, report)
+    # sharded, rank 0 evaluates the folder just written, whole: the final evaluation needs no other rank
+    student = trained or load_student(str(result.model_dir))
+    return JobResult(result, report_after(spec, student, scores_before, output_dir, progress, provenance))
+
+
+def _begin_output(spec: JobSpec, checked: Validation, output_dir: Path, progress: bool) -> dict[str, Any]:
+    """The output folder with the resolved spec, and the input models' scores (stored, so a resume reuses them)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "spec.json").write_text(spec.model_dump_json(indent=2))
+    return score_before(spec, checked, output_dir, progress)
+
+
+def run_supervised(
+    spec: JobSpec, supervision: Supervision, sink: EventSink, *, resume: bool, origin: JobSpec | None = None
+) -> None:
+    """A job under the worker's supervisor (lingudistill.events), in one process or on every rank: validate, then
+    run_job, telling the supervisor each stage through `sink` (rank 0's; a NoSink on the other ranks). The caller
+    sends an error as `events.failed_event(exc)`: it may happen before this module is even imported."""
+    watch_pulse(supervision)
+    checked = validate(spec)  # the `validating` stage: models, tokenizer compatibility, every record of the data
+    sink.send(Validated())
+    if parallel.broadcast_object(supervision.stop_file.exists()):  # cancelled while validating
+        sink.send(done_event(0, True, None, None))
+        return
+    relay = EventRelay(sink, supervision, spec.training.max_steps)
+    output_dir = Path(supervision.output_dir)
+    result = run_job(spec, output_dir, resume=resume, callbacks=[relay], validation=checked, origin=origin)
+    sink.send(done_event(result.train.steps, result.train.stopped_early, result.train.model_dir, result.report))
+
+
+class EventRelay(TrainingCallback):
+    """The supervised run's callback: training progress as events, and the STOP file as should_stop."""
+
+    def __init__(self, sink: EventSink, supervision: Supervision, total: int) -> None:
+        self.sink, self.supervision, self.total = sink, supervision, total
+
+    def on_train_begin(self, recipe: Recipe) -> None:
+        self.sink.send(TrainBegin(step=recipe.step, total=self.total))
+
+    def on_step(self, record: dict[str, Any]) -> None:
+        self.sink.send(Step(record=record))
+
+    def on_checkpoint(self, step: int, folder: Path, manifest: dict[str, Any]) -> None:
+        # Hard links keep the files for the upload even after the engine prunes the folder; they cost no copy.
+        staged = link_tree(folder, Path(self.supervision.uploads_dir) / folder.name)
+        self.sink.send(CheckpointSaved(step=step, folder=str(staged)))
+
+    def should_stop(self) -> bool:
+        return self.supervision.stop_file.exists()
+
+    def on_train_end(self, result: TrainResult) -> None:
+        if not result.stopped_early:
+            self.sink.send(Evaluating())
+
+
+def link_tree(source: Path, target: Path) -> Path:
+    shutil.rmtree(target, ignore_errors=True)
+    for path in sorted(source.rglob("*")):
+        destination = target / path.relative_to(source)
+        if path.is_dir():
+            destination.mkdir(parents=True, exist_ok=True)
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, destination)
+        except OSError:  # another filesystem: copy instead
+            shutil.copy2(path, destination)
+    return target
 
 
 class PeriodicEvaluation(TrainingCallback):
-    """Every `evaluation.every` steps, scores the student on every suite into the step record as eval/<suite>."""
+    """Every `evaluation.every` steps, scores the student on every suite into the step record as eval/<suite>.
+
+    On several ranks every rank runs it in lockstep, since each forward of the sharded student is a collective;
+    rank 0's record is the one written and sent."""
+
+    every_rank = True
 
     def __init__(self, spec: JobSpec, progress: bool = False) -> None:
         self.spec, self.progress = spec, progress
         self.student: Student | None = None
 
     def on_train_begin(self, recipe: Recipe) -> None:
-        self.student = recipe.student
+        # with the recipe's adapter: sharded, it gathers lm_head's weight where evaluation computes logits
+        self.student = replace(recipe.student, adapter=recipe.adapter)
 
     def on_step(self, record: dict[str, Any]) -> None:
         every = self.spec.evaluation.every
@@ -122,11 +232,10 @@ class PeriodicEvaluation(TrainingCallback):
 def report_after(
     spec: JobSpec,
     student: Student,
-    checked: Validation,
     scores_before: dict[str, Any],
     output_dir: Path,
-    progress: bool = False,
-    origin: JobSpec | None = None,
+    progress: bool,
+    provenance: dict[str, Any],
 ) -> dict[str, Any] | None:
     """Score the trained student and write the recovery report; None when the spec has no suites."""
     if not has_suites(spec):
@@ -138,7 +247,7 @@ def report_after(
         before=scores_before["before"],
         after=after["after"],
         metrics_path=output_dir / "metrics.jsonl",
-        provenance=_provenance(spec, checked, origin or spec),
+        provenance=provenance,
     )
     evaluation.write_report(report, output_dir, output_dir / "metrics.jsonl")
     return report

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from lingudistill import checkpoint, distributed
+from lingudistill import checkpoint, parallel
 from lingudistill.data.mixture import LengthGroupedSampler, MixtureSampler
 from lingudistill.data.records import Record
 from lingudistill.data.sources import load_sources
@@ -33,7 +33,12 @@ from lingudistill.spec import JobSpec
 
 
 class TrainingCallback:
-    """Hooks the CLI and the worker use to observe and steer training. Override what you need."""
+    """Hooks the CLI and the worker use to observe and steer training. Override what you need.
+
+    On several ranks only rank 0 calls them, unless `every_rank`: a callback that runs the sharded student (a
+    collective) must run on every rank."""
+
+    every_rank = False
 
     def on_train_begin(self, recipe: Recipe) -> None: ...
 
@@ -78,8 +83,8 @@ class Recipe:
     ) -> None:
         self.spec = spec.resolved() if spec.training.seed is None else spec
         self.output_dir = Path(output_dir)
-        self.dist = distributed.topology()
-        self.callbacks = list(callbacks) if self.dist.is_main else []  # rank 0 alone reports and writes
+        self.dist = parallel.topology()
+        self.callbacks = [c for c in callbacks if self.dist.is_main or c.every_rank]  # rank 0 reports and writes
         self.progress = progress
         self.device = pick_device()
         torch.manual_seed(self.spec.seed)
@@ -92,12 +97,13 @@ class Recipe:
         self.input_parameter_count = parameter_count(self.student.model)
         self._configure_student()
         if self.dist.enabled:
-            distributed.shard_student(self.student.model, self.student.adapter)
+            parallel.shard_student(self.student.model, self.student.adapter)
         self.encoder = Encoder(self.student.adapter, self.student.processor, self.spec.training.max_seq_len)
         self.sampler = self._build_sampler()
-        adapter = distributed.ShardedAdapter(self.student.adapter) if self.dist.enabled else self.student.adapter
+        # the student's adapter as the objective and evaluation must use it (lm_head gathered when sharded)
+        self.adapter = parallel.ShardedAdapter(self.student.adapter) if self.dist.enabled else self.student.adapter
         self.objective = DistillationObjective(
-            self.student.model, self.teacher.model if self.teacher else None, adapter, self.spec.method
+            self.student.model, self.teacher.model if self.teacher else None, self.adapter, self.spec.method
         )
         self.optimizer = torch.optim.AdamW(self._parameter_groups(), weight_decay=self.spec.training.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -197,7 +203,7 @@ class Recipe:
             losses.append(loss)
         # clip the gradient, then step
         trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
-        grad_norm = distributed.local_value(torch.nn.utils.clip_grad_norm_(trainable, self.spec.training.max_grad_norm))
+        grad_norm = parallel.local_value(torch.nn.utils.clip_grad_norm_(trainable, self.spec.training.max_grad_norm))
         lrs = {group["name"]: group["lr"] for group in self.optimizer.param_groups}
         self.optimizer.step()
         self.scheduler.step()
@@ -213,7 +219,7 @@ class Recipe:
             sum(float(loss.parts.kd_sum) for loss in losses),
             tokens,
         ]
-        total, ce_sum, kd_sum, tokens = distributed.all_reduce_sum(local, self.device)  # sums over all ranks
+        total, ce_sum, kd_sum, tokens = parallel.all_reduce_sum(local, self.device)  # sums over all ranks
         record: dict[str, Any] = {
             "step": self.step,
             "loss": total,
@@ -242,7 +248,7 @@ class Recipe:
         record: dict[str, Any] = {}
         stopped = False
         while self.step < total:
-            if distributed.any_rank(any(callback.should_stop() for callback in self.callbacks), self.device):
+            if parallel.any_rank(any(callback.should_stop() for callback in self.callbacks), self.device):
                 stopped = True
                 break
             record = self.train_step()
@@ -273,7 +279,7 @@ class Recipe:
         }
         keep = self.spec.training.keep_checkpoints
         if self.dist.enabled:  # model and optimiser through DCP (shards of every rank), the rest as below
-            folder, manifest = distributed.save_checkpoint(
+            folder, manifest = parallel.save_checkpoint(
                 self.checkpoint_root, self.step, self.student.model, self.optimizer, self._save_student, state, keep
             )
         else:
@@ -285,9 +291,7 @@ class Recipe:
 
     def restore_latest(self) -> Path | None:
         # rank 0 verifies the manifests, so every rank resumes from the same folder
-        folder = distributed.broadcast_object(
-            checkpoint.latest_valid(self.checkpoint_root) if self.dist.is_main else None
-        )
+        folder = parallel.broadcast_object(checkpoint.latest_valid(self.checkpoint_root) if self.dist.is_main else None)
         if folder is None:
             return None
         self.restore(folder)
@@ -298,10 +302,10 @@ class Recipe:
 
         Reads both formats on any GPU count: DCP (written by a sharded run) and plain (a single-process run)."""
         state = checkpoint.load_training_state(folder)
-        if distributed.is_sharded(folder):
-            distributed.load_sharded(folder, self.student.model, self.optimizer)
+        if parallel.is_sharded(folder):
+            parallel.load_sharded(folder, self.student.model, self.optimizer)
         elif self.dist.enabled:
-            distributed.load_unsharded(folder, self.student.model, self.optimizer, state["optimizer"])
+            parallel.load_unsharded(folder, self.student.model, self.optimizer, state["optimizer"])
         else:
             # from_pretrained undoes any key renaming save_pretrained applied; strict loading catches a wrong folder.
             saved = type(self.student.model).from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
@@ -317,7 +321,7 @@ class Recipe:
         if not self.dist.enabled:
             self.student.model.save_pretrained(folder, safe_serialization=True)
             return
-        full = distributed.full_model_state(self.student.model)  # a collective: every rank gathers
+        full = parallel.full_model_state(self.student.model)  # a collective: every rank gathers
         if self.dist.is_main:
             self.student.model.save_pretrained(folder, state_dict=full, safe_serialization=True)
 
@@ -386,7 +390,7 @@ def _per_source(losses: list[MicroBatchLoss], names: list[str], device: torch.de
             total[0] += ce
             total[1] += kd
             total[2] += count
-    summed = distributed.all_reduce_sum([value for name in names for value in totals[name]], device)
+    summed = parallel.all_reduce_sum([value for name in names for value in totals[name]], device)
     record = {}
     for i, source in enumerate(names):
         ce, kd, count = summed[3 * i : 3 * i + 3]

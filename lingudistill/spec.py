@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lingudistill.errors import UserInputError
+
 KVSharing = Literal["prompt", "visual", "visual_system", "off"]
 KDSources = Literal["selective", "all", "none"]
 Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
@@ -310,7 +312,7 @@ class JobSpec(StrictModel):
         return self.method.kd_sources == "all" or source.distill
 
 
-class SpecError(ValueError):
+class SpecError(UserInputError, ValueError):
     """A spec file that cannot be read or parsed; validation errors stay pydantic's ValidationError."""
 
 

@@ -25,6 +25,12 @@ class WorkerSettings(BaseSettings):
     stall_timeout_s: float = Field(1800.0, gt=0, description="No new step for this long: the child is stalled.")
     metrics_flush_s: float = Field(1.0, gt=0, description="Step records are written at most this often.")
     stack_dump_wait_s: float = Field(2.0, ge=0, description="Time a stalled child gets to write its stacks.")
+    db_outage_limit_s: float = Field(
+        300.0, ge=0, description="A database outage is waited out this long before it ends a running attempt."
+    )
+    final_upload_retry_s: float = Field(
+        300.0, ge=0, description="A failing upload of the finished model and report is retried this long."
+    )
 
 
 @lru_cache

@@ -4,42 +4,62 @@ The supervisor runs inside the Celery task and never imports torch: the child (w
 CUDA is never initialised in the Celery process. While the child runs, the supervisor
     batches step records into the metrics table (at most once per `metrics_flush_s`),
     uploads checkpoints in a background thread (files first, manifest last) and records them complete,
-    renews the lease every lease_s / 3 (the lease outlives two missed heartbeats),
+    renews the lease every lease_s / 3 from a thread of its own (the lease outlives two missed heartbeats),
     reads the job row every `cancel_poll_s` for a cancel, and enforces max_runtime_s and the stall watchdog.
-A job with resources.gpus > 1 trains under torchrun instead (worker.multigpu): its messages come from the
-output folder's events.jsonl rather than a pipe, through the same handling.
+The child is started by a Launcher (worker.launcher): one spawned process, or torchrun for resources.gpus > 1;
+either way its typed events (lingudistill.events) arrive through the same `TrainingChild.events`.
 Every write carries the attempt number (the fencing token): once another attempt owns the job, writes change
-nothing and this attempt kills its child and exits.
+nothing and this attempt kills its child and exits. A database outage is waited out (worker.outage), so it never
+ends an attempt by itself; the supervisor's pulse tells the child it is alive, and a child whose supervisor froze
+ends itself (lingudistill.events). An attempt's working folder is locked while it lives: a later attempt on the
+same host removes only folders whose owner is gone, and keeps a finished run whose upload failed, to upload it
+instead of training again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
-import os
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lingudistill.checkpoint import checkpoint_name
+from lingudistill.events import (
+    CheckpointSaved,
+    Done,
+    Evaluating,
+    Event,
+    Failed,
+    Pulse,
+    Step,
+    Supervision,
+    TrainBegin,
+    Validated,
+)
 from lingudistill.spec import EvalSuite, JobSpec, MixtureSource
 from service.datasets.repository import get_dataset_by_id
 from service.db import session_scope
 from service.dispatch import Wakeup
 from service.jobs import repository
 from service.jobs.repository import ClaimedJob
-from service.models import FailureReason, JobStatus
+from service.models import Checkpoint, Dataset, FailureReason, JobStatus
 from service.storage import copy_to_file
-from worker import child, multigpu, transfers
+from worker import multigpu, transfers
+from worker.child import SingleProcessLauncher
+from worker.launcher import Launcher, LaunchRequest, TrainingChild
+from worker.outage import ride_out
 from worker.runtime import Runtime
+from worker.workdirs import FinishedRun, WorkdirLock, remove_abandoned_attempts
 
 T = TypeVar("T", MixtureSource, EvalSuite)
+R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 S = JobStatus
@@ -77,7 +97,11 @@ def run(job_id: str, rt: Runtime) -> Outcome:
         return Attempt(rt, claim, None)._retry_or_fail(str(exc))
 
 
-def metric_rows(record: dict[str, Any]) -> list[tuple[int, str, float]]:
+def launcher_for(spec: JobSpec) -> Launcher:
+    return multigpu.TorchrunLauncher() if spec.resources.gpus > 1 else SingleProcessLauncher()
+
+
+def metric_rows(record: dict[str, int | float]) -> list[tuple[int, str, float]]:
     step = int(record["step"])
     numeric = {k: v for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     return [(step, name, float(value)) for name, value in numeric.items() if name not in NOT_METRICS]
@@ -89,7 +113,6 @@ class Clock:
 
     flush: float
     state: float
-    heartbeat: float
 
 
 class Attempt:
@@ -97,21 +120,23 @@ class Attempt:
         self.rt, self.claim, self.gpu = rt, claim, gpu
         self.job_id, self.attempt = claim.job_id, claim.attempt
         self.status = S.validating
-        self.workdir = rt.scratch_dir / claim.job_id / f"attempt-{claim.attempt}"
+        self.job_dir = rt.scratch_dir / claim.job_id
+        self.workdir = self.job_dir / f"attempt-{claim.attempt}"
         self.output = self.workdir / "output"
-        self.process: Any = None
-        self.conn: Any = None
-        self.messages: Any = None  # PipeMessages or multigpu.EventsFile: read(timeout) -> messages, `ended`
-        self.stop: Any = None  # .set() asks the child to stop: a multiprocessing Event or multigpu.StopFile
+        self.supervision = Supervision(str(self.output), rt.settings.lease_s, str(self.output / "uploads"))
+        self.child: TrainingChild | None = None
+        self.pulse = Pulse(self.supervision.pulse_file)
+        self.lock: WorkdirLock | None = None
         self.child_gone = False
         self.pending: list[tuple[int, str, float]] = []
-        self.last_record: dict[str, Any] | None = None
-        self.done: dict[str, Any] | None = None
-        self.error: dict[str, Any] | None = None
+        self.last_record: dict[str, int | float] | None = None
+        self.done: Done | None = None
+        self.error: Failed | None = None
         self.cancel_deadline: float | None = None
         self.killed_for: tuple[FailureReason, str] | None = None
         self.last_progress: float | None = None  # armed while steps are expected (training, not evaluating)
         self.last_step = 0
+        self.lease_lost = threading.Event()
         self.uploader = transfers.CheckpointUploader(
             rt.storage, self.job_id, self._recorded, self._upload_failed, attempt=claim.attempt
         )
@@ -131,28 +156,37 @@ class Attempt:
             return self._retry_or_fail(f"{type(exc).__name__}: {exc}")
         finally:
             self._kill_child()
+            self.pulse.stop()
             self.uploader.close(wait=not fenced)
             shutil.rmtree(self.workdir, ignore_errors=True)
+            if self.lock is not None:
+                self.lock.release()
 
     def _run(self) -> Outcome:
-        shutil.rmtree(self.workdir.parent, ignore_errors=True)  # earlier attempts' leftovers on this host
+        remove_abandoned_attempts(self.job_dir)  # never a live one: a frozen attempt's child may still run there
+        self.lock = WorkdirLock.take(self.workdir)
         self.output.mkdir(parents=True)
-        with self._keep_lease():  # [lease fix] inputs and checkpoint downloads may outlast the lease
+        self.pulse.start()
+        with self._keep_lease():
+            finished = FinishedRun.find(self.job_dir)
+            if finished is not None:  # an earlier attempt here trained and evaluated, and only its upload failed
+                return self._upload_finished(finished)
             spec = self._local_spec(self.claim.spec)
             resume = self._download_checkpoint()
-        self._spawn(spec, resume)
-        self._supervise(spec)
-        with self._keep_lease():  # [lease fix] so may the child's exit and the final uploads (model, report)
-            self.process.join(10)  # the child is done with its messages; its exit code explains a death
+            self.child = self._spawn(spec, resume)
+            self._supervise(spec)
+            self.child.join(10)  # the child is done with its messages; its exit code explains a death
             return self._conclude()
 
     @contextlib.contextmanager
     def _keep_lease(self) -> Iterator[None]:
-        """[lease fix] Heartbeats from a thread while the supervisor loop, which otherwise sends them, is not running.
+        """Heartbeats every lease_s / 3 from a thread of their own, for the whole attempt.
 
-        Without it a download or upload longer than the lease let a sweeper re-queue a healthy job (seen with three
-        workers on two cores: the finished job was fenced out during its final uploads and trained again)."""
-        self._heartbeat()  # at once: the loop's last heartbeat may be most of a lease ago
+        Nothing else the attempt does may delay them: a download or upload longer than the lease let a sweeper
+        re-queue a healthy job (seen with three workers on two cores: the finished job was fenced out during its
+        final uploads), and so did a metrics write waiting out one Postgres outage while a second began (issue 14).
+        A lost lease ends the attempt at the supervisor loop's next tick."""
+        self._heartbeat()
         done = threading.Event()
 
         def beat() -> None:
@@ -160,7 +194,8 @@ class Attempt:
                 try:
                     self._heartbeat()
                 except FencedOut:
-                    return  # the final write will find out and report fenced_out
+                    self.lease_lost.set()  # the supervisor loop ends the attempt (_tick)
+                    return
                 except Exception:  # the database may be briefly away; the next beat tries again
                     log.exception("job %s: heartbeat failed", self.job_id)
 
@@ -170,7 +205,7 @@ class Attempt:
             yield
         finally:
             done.set()
-            thread.join()
+            thread.join(5.0)  # one that still waits out an outage may go on alone: a late renewal changes nothing
 
     # --- inputs ------------------------------------------------------------------------------------------------
     def _local_spec(self, spec: JobSpec) -> JobSpec:
@@ -189,8 +224,12 @@ class Attempt:
         if not item.uri.startswith("dataset://"):
             return item
         dataset_id = item.uri.removeprefix("dataset://")
-        with session_scope(self.rt.sessions) as session:
-            dataset = get_dataset_by_id(session, dataset_id)
+
+        def read() -> Dataset | None:
+            with session_scope(self.rt.sessions) as session:
+                return get_dataset_by_id(session, dataset_id)
+
+        dataset = self._db("dataset", read)
         if dataset is None or dataset.tenant_id != self.claim.tenant_id or dataset.status != "ready":
             raise BadInput(f"{what}: dataset {dataset_id} does not exist or is not ready")
         if dataset.kind != kind:
@@ -202,10 +241,14 @@ class Attempt:
 
     def _download_checkpoint(self) -> bool:
         """The newest complete checkpoint whose files verify, into the child's output folder (resume)."""
-        with session_scope(self.rt.sessions) as session:
-            checkpoints = repository.list_complete_checkpoints(session, self.job_id)
+
+        def read() -> list[Checkpoint]:
+            with session_scope(self.rt.sessions) as session:
+                return repository.list_complete_checkpoints(session, self.job_id)
+
+        checkpoints = self._db("checkpoints", read)
         for checkpoint in reversed(checkpoints):
-            folder = self.output / "checkpoints" / transfers.checkpoint_name(checkpoint.step)
+            folder = self.output / "checkpoints" / checkpoint_name(checkpoint.step)
             try:
                 transfers.download_checkpoint(self.rt.storage, checkpoint.storage_prefix, checkpoint.manifest, folder)
             except transfers.TransferError as exc:
@@ -217,43 +260,23 @@ class Attempt:
         return False
 
     # --- the child -------------------------------------------------------------------------------------------
-    def _spawn(self, spec: JobSpec, resume: bool) -> None:
-        if spec.resources.gpus > 1:  # [multi-GPU] torchrun; messages from OUTPUT/events.jsonl, stop = OUTPUT/STOP
-            self.process, self.messages, self.stop = multigpu.launch(spec, self.workdir, self.output, resume, self.gpu)
-            data = {"pid": self.process.pid, "worker": self.rt.worker_id, "resume": resume, "gpus": self.gpu}
-            self._event("child_started", {**data, "ranks": spec.resources.gpus})
-            return
-        context = multiprocessing.get_context("spawn")  # never fork: the child starts clean and owns CUDA
-        self.conn, writer = context.Pipe(duplex=False)
-        self.stop = context.Event()
-        config = child.ChildConfig(
-            spec.model_dump_json(),
-            self.claim.spec.model_dump_json(),
-            str(self.output),
-            resume,
-            str(self.workdir / "stack.txt"),
-            self.gpu,
-        )
-        self.process = context.Process(target=child.main, args=(writer, self.stop, config), name=f"train-{self.job_id}")
-        self.process.start()
-        writer.close()  # the child holds the only writer: EOF on our end means it is gone
-        self.messages = PipeMessages(self.conn)
-        self._event("child_started", {"pid": self.process.pid, "worker": self.rt.worker_id, "resume": resume})
+    def _spawn(self, spec: JobSpec, resume: bool) -> TrainingChild:
+        request = LaunchRequest(spec, self.claim.spec, self.workdir, self.supervision, resume, self.gpu)
+        started = launcher_for(spec).launch(request)
+        data = {"pid": started.pid, "worker": self.rt.worker_id, "resume": resume}
+        ranks = {"ranks": spec.resources.gpus, "gpus": self.gpu} if spec.resources.gpus > 1 else {}
+        self._event("child_started", {**data, **ranks})
+        return started
 
     def _kill_child(self) -> None:
-        if self.process is None or self.process.pid is None:
+        if self.child is None:
             return
-        if isinstance(self.process, multigpu.Launched):  # [multi-GPU] each rank leads a process group of its own
-            self.process.kill_ranks()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(10)
+        self.child.kill()
+        self.child.join(10)
 
     def _supervise(self, spec: JobSpec) -> None:
         now = time.monotonic()
-        clock = Clock(now + self.rt.worker.metrics_flush_s, now, now + self.rt.settings.lease_s / 3)
+        clock = Clock(now + self.rt.worker.metrics_flush_s, now)
         limit = spec.resources.max_runtime_s
         deadline = now + limit if limit else None
         while not self.child_gone:
@@ -262,32 +285,33 @@ class Attempt:
         self._flush_metrics()
 
     def _receive(self, timeout: float) -> None:
-        for message in self.messages.read(timeout):  # one handling for the pipe and for events.jsonl
-            self._handle(message)
-        self.child_gone = self.messages.ended
+        assert self.child is not None
+        for event in self.child.events(timeout):  # one handling for both kinds of child
+            self._handle(event)
+        self.child_gone = self.child.ended
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "step":
-            self._on_step(message["record"])
-        elif kind == "checkpoint":
-            self._flush_metrics()  # steps up to the checkpoint are stored before it can be resumed from
-            self.uploader.submit(message["step"], Path(message["folder"]))
-        elif kind == "validated":
-            self._move(S.running)
-        elif kind == "train_begin":
-            self.last_progress, self.last_step = time.monotonic(), message["step"]
-            self._event("training", {"from_step": message["step"], "total_steps": message["total"]})
-        elif kind == "evaluating":
-            self._flush_metrics()
-            self.last_progress = None
-            self._move(S.evaluating)
-        elif kind == "done":
-            self.done = message
-        elif kind == "error":
-            self.error = message
+    def _handle(self, event: Event) -> None:
+        match event:
+            case Step(record=record):
+                self._on_step(record)
+            case CheckpointSaved(step=step, folder=folder):
+                self._flush_metrics()  # steps up to the checkpoint are stored before it can be resumed from
+                self.uploader.submit(step, Path(folder))
+            case Validated():
+                self._move(S.running)
+            case TrainBegin(step=step, total=total):
+                self.last_progress, self.last_step = time.monotonic(), step
+                self._event("training", {"from_step": step, "total_steps": total})
+            case Evaluating():
+                self._flush_metrics()
+                self.last_progress = None
+                self._move(S.evaluating)
+            case Done():
+                self.done = event
+            case Failed():
+                self.error = event
 
-    def _on_step(self, record: dict[str, Any]) -> None:
+    def _on_step(self, record: dict[str, int | float]) -> None:
         scores = {name.removeprefix("eval/"): value for name, value in record.items() if name.startswith("eval/")}
         if scores:  # the engine's periodic evaluation (evaluation.every): an event besides the eval/ metrics
             self._event("evaluation", {"step": record["step"], "scores": scores})
@@ -299,15 +323,14 @@ class Attempt:
 
     # --- periodic duties -------------------------------------------------------------------------------------
     def _tick(self, now: float, clock: Clock, deadline: float | None) -> None:
+        if self.lease_lost.is_set():
+            raise FencedOut
         if now >= clock.flush:
             self._flush_metrics()
             clock.flush = now + self.rt.worker.metrics_flush_s
         if now >= clock.state:
             self._check_state()
             clock.state = now + self.rt.worker.cancel_poll_s
-        if now >= clock.heartbeat:
-            self._heartbeat()
-            clock.heartbeat = now + self.rt.settings.lease_s / 3
         if self.cancel_deadline is not None and now >= self.cancel_deadline:
             self._kill_child()  # the cooperative stop did not come in time
         if deadline is not None and now >= deadline and self.killed_for is None:
@@ -316,37 +339,52 @@ class Attempt:
         if self.last_progress is not None and now - self.last_progress > self.rt.worker.stall_timeout_s:
             self._stalled(now - self.last_progress)
 
+    def _db(self, what: str, write: Callable[[], R]) -> R:
+        """A database call of this attempt, waited through an outage of up to db_outage_limit_s (worker.outage)."""
+        return ride_out(write, self.rt.worker.db_outage_limit_s, f"job {self.job_id} attempt {self.attempt}: {what}")
+
     def _flush_metrics(self) -> None:
-        rows, self.pending = self.pending, []
-        if not rows or self.last_record is None:
+        rows, record = self.pending, self.last_record
+        if not rows or record is None:
             return
-        record = self.last_record
-        with session_scope(self.rt.sessions) as session:
-            if repository.record_metrics(session, self.job_id, self.attempt, rows) == 0:
-                raise FencedOut
-            repository.update_progress(
-                session, self.job_id, self.attempt, step=int(record["step"]),
-                tokens_per_s=record.get("tokens_per_s"), step_time_s=record.get("step_time_s"),
-                latest_metrics=transfers.jsonable(record),
-            )  # fmt: skip
+
+        def write() -> int:
+            with session_scope(self.rt.sessions) as session:
+                written = repository.record_metrics(session, self.job_id, self.attempt, rows)
+                if written:
+                    repository.update_progress(
+                        session, self.job_id, self.attempt, step=int(record["step"]),
+                        tokens_per_s=record.get("tokens_per_s"), step_time_s=record.get("step_time_s"),
+                        latest_metrics=transfers.jsonable(record),
+                    )  # fmt: skip
+                return written
+
+        if self._db("metrics", write) == 0:
+            raise FencedOut
+        self.pending = []  # only once stored: rows of a write the outage interrupted are written again
 
     def _heartbeat(self) -> None:
-        with session_scope(self.rt.sessions) as session:
-            renewed = repository.renew_lease(
-                session, self.job_id, self.attempt, self.rt.worker_id, self.rt.settings.lease_s
-            )
-        if not renewed:
+        def renew() -> bool:
+            with session_scope(self.rt.sessions) as session:
+                lease_s = self.rt.settings.lease_s
+                return repository.renew_lease(session, self.job_id, self.attempt, self.rt.worker_id, lease_s)
+
+        if not self._db("heartbeat", renew):
             raise FencedOut
 
     def _check_state(self) -> None:
         """Fenced out if another attempt owns the job; start the cancel if one was requested."""
-        with self.rt.sessions() as session:
-            state = repository.get_job_state(session, self.job_id)
+
+        def read() -> repository.JobState | None:
+            with self.rt.sessions() as session:
+                return repository.get_job_state(session, self.job_id)
+
+        state = self._db("state", read)
         if state is None or state.attempt != self.attempt or state.status.is_final:
             raise FencedOut
         if state.status is S.cancelling and self.cancel_deadline is None:
             self.status = S.cancelling
-            self.stop.set()  # cooperative: the child stops at its next step boundary
+            self.supervision.stop_file.touch()  # cooperative: the child stops at its next step boundary
             self.cancel_deadline = time.monotonic() + self.rt.worker.cancel_grace_s
             self._event("stopping", {"grace_s": self.rt.worker.cancel_grace_s})
 
@@ -363,15 +401,7 @@ class Attempt:
         self._kill_for(FailureReason.infrastructure, message)
 
     def _dump_stacks(self) -> str:
-        if isinstance(self.process, multigpu.Launched):  # [multi-GPU] the ranks' stacks, via faulthandler
-            return self.process.dump_stacks(self.rt.worker.stack_dump_wait_s)
-        try:
-            os.kill(self.process.pid, signal.SIGUSR1)  # faulthandler in the child writes every thread's stack
-        except ProcessLookupError:
-            return ""
-        time.sleep(self.rt.worker.stack_dump_wait_s)
-        path = self.workdir / "stack.txt"
-        return path.read_text(errors="replace")[-16000:] if path.exists() else ""
+        return self.child.dump_stacks(self.rt.worker.stack_dump_wait_s) if self.child is not None else ""
 
     # --- the end ---------------------------------------------------------------------------------------------
     def _conclude(self) -> Outcome:
@@ -381,49 +411,80 @@ class Attempt:
             return self._failed(*self.killed_for)
         if self.error is not None:
             return self._child_failed(self.error)
-        if self.done is not None and not self.done["stopped_early"]:
+        if self.done is not None and not self.done.stopped_early:
             return self._succeed(self.done)
-        return self._retry_or_fail(f"the training child died ({_exit_description(self.process.exitcode)})")
+        exitcode = self.child.exitcode if self.child is not None else None
+        return self._retry_or_fail(f"the training child died ({_exit_description(exitcode)})")
 
-    def _child_failed(self, error: dict[str, Any]) -> Outcome:
-        reason = FailureReason(error["kind"])
-        self._event("child_error", {"error": error["error"], "traceback": error["traceback"]})
-        return self._failed(reason, f"{error['error']}: {error['message']}")
+    def _child_failed(self, error: Failed) -> Outcome:
+        self._event("child_error", {"error": error.error, "traceback": error.traceback})
+        return self._failed(FailureReason(error.kind.value), f"{error.error}: {error.message}")
 
     def _failed(self, reason: FailureReason, message: str) -> Outcome:
         """Only infrastructure failures are retried automatically."""
         return self._retry_or_fail(message) if reason is FailureReason.infrastructure else self._fail(reason, message)
 
-    def _succeed(self, done: dict[str, Any]) -> Outcome:
+    def _succeed(self, done: Done) -> Outcome:
         self.uploader.close(wait=True)
-        counts = transfers.upload_results(self.rt.storage, self.job_id, self.output)
+        try:
+            self._upload_results(self.output)
+        except Exception:
+            # Keep the finished run for the next attempt on this host: it uploads instead of training again.
+            FinishedRun.keep(self.output, self.job_dir, done)
+            raise
+        return self._succeeded(done)
+
+    def _upload_finished(self, finished: FinishedRun) -> Outcome:
+        """The next attempt after a failed final upload: upload the kept run, train nothing."""
+        self._event("reuploading", {"steps": finished.done.steps, "from": str(finished.folder)})
+        self._move(S.running)
+        self._upload_results(finished.folder)
+        outcome = self._succeeded(finished.done)
+        if outcome is Outcome.succeeded:
+            finished.discard()
+        return outcome
+
+    def _upload_results(self, folder: Path) -> None:
+        def retried(tries: int, exc: Exception) -> None:
+            self._event("upload_retry", {"try": tries, "error": f"{type(exc).__name__}: {exc}"})
+
+        limit_s = self.rt.worker.final_upload_retry_s
+        counts = transfers.upload_results_retrying(self.rt.storage, self.job_id, folder, limit_s, retried)
         self._event("uploaded", counts)
+
+    def _succeeded(self, done: Done) -> Outcome:
         if self.status is S.running:
             self._move(S.evaluating)
-        report = transfers.jsonable(done["report"]) if done["report"] is not None else None
-        return self._finish(S.succeeded, report=report, step=done["steps"])
+        return self._finish(S.succeeded, report=done.report, step=done.steps)
 
     def _fail(self, reason: FailureReason, message: str) -> Outcome:
         return self._finish(S.failed, failure_reason=reason, failure_message=message[:4000])
 
     def _finish(self, target: JobStatus, **fields: Any) -> Outcome:
         """Move to a final status; a cancel that arrived meanwhile wins over success or failure."""
-        with session_scope(self.rt.sessions) as session:
-            moved = repository.transition(session, self.job_id, self.attempt, target, **fields)
-            if not moved:
+
+        def write() -> Outcome:
+            with session_scope(self.rt.sessions) as session:
+                if repository.transition(session, self.job_id, self.attempt, target, **fields):
+                    return Outcome(target.value)
                 state = repository.get_job_state(session, self.job_id)
                 if state is None or state.attempt != self.attempt or state.status is not S.cancelling:
                     return Outcome.fenced_out
-                target = S.cancelled
-                repository.transition(session, self.job_id, self.attempt, target, failure_reason=CANCELLED)
-        return Outcome(target.value)
+                repository.transition(session, self.job_id, self.attempt, S.cancelled, failure_reason=CANCELLED)
+                return Outcome.cancelled
+
+        return self._db(f"finish as {target.value}", write)
 
     def _retry_or_fail(self, message: str) -> Outcome:
         """Infrastructure failures are retried (resuming from the last complete checkpoint) up to max_attempts."""
         self.uploader.close(wait=True)  # checkpoints already written still count for the resume
-        with session_scope(self.rt.sessions) as session:
-            status = repository.requeue_failed_attempt(session, self.job_id, self.attempt, message[:4000])
-            wakeup = repository.get_wakeup(session, self.job_id) if status is S.queued else None
+
+        def write() -> tuple[JobStatus | None, repository.QueuedJob | None]:
+            with session_scope(self.rt.sessions) as session:
+                status = repository.requeue_failed_attempt(session, self.job_id, self.attempt, message[:4000])
+                return status, repository.get_wakeup(session, self.job_id) if status is S.queued else None
+
+        status, wakeup = self._db("requeue", write)
         if status is None:
             return Outcome.fenced_out
         if wakeup is not None:
@@ -433,41 +494,36 @@ class Attempt:
 
     # --- small writes ----------------------------------------------------------------------------------------
     def _move(self, target: JobStatus) -> None:
-        with session_scope(self.rt.sessions) as session:
-            moved = repository.transition(session, self.job_id, self.attempt, target)
-        if moved:
+        def write() -> bool:
+            with session_scope(self.rt.sessions) as session:
+                return repository.transition(session, self.job_id, self.attempt, target)
+
+        if self._db(f"move to {target.value}", write):
             self.status = target
         else:
             self._check_state()
 
     def _event(self, type: str, data: dict[str, Any]) -> None:
-        with session_scope(self.rt.sessions) as session:
-            repository.append_event(session, self.job_id, self.attempt, type, data)
+        """Logged only while this attempt owns the job (append_event checks the fencing token)."""
+
+        def write() -> int | None:
+            with session_scope(self.rt.sessions) as session:
+                return repository.append_event(session, self.job_id, self.attempt, type, data)
+
+        self._db(f"event {type}", write)
 
     def _recorded(self, uploaded: transfers.UploadedCheckpoint) -> None:
-        with session_scope(self.rt.sessions) as session:
-            repository.record_checkpoint(
-                session, self.job_id, self.attempt, step=uploaded.step, storage_prefix=uploaded.prefix,
-                manifest=uploaded.manifest, size_bytes=uploaded.size_bytes,
-            )  # fmt: skip
+        def write() -> bool:
+            with session_scope(self.rt.sessions) as session:
+                return repository.record_checkpoint(
+                    session, self.job_id, self.attempt, step=uploaded.step, storage_prefix=uploaded.prefix,
+                    manifest=uploaded.manifest, size_bytes=uploaded.size_bytes,
+                )  # fmt: skip
+
+        self._db("checkpoint", write)
 
     def _upload_failed(self, step: int, exc: BaseException) -> None:
         self._event("checkpoint_upload_failed", {"step": step, "error": f"{type(exc).__name__}: {exc}"})
-
-
-class PipeMessages:
-    """The single-process child's messages, from its pipe; `ended` at EOF (the child holds the only writer)."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn, self.ended = conn, False
-
-    def read(self, timeout: float) -> Iterator[dict[str, Any]]:
-        try:
-            while self.conn.poll(timeout):
-                yield self.conn.recv()
-                timeout = 0
-        except (EOFError, OSError):
-            self.ended = True  # the supervisor joins the process, heartbeating meanwhile
 
 
 def send_wakeups(rt: Runtime, jobs: list[repository.QueuedJob]) -> None:

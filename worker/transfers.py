@@ -1,9 +1,6 @@
 """Moving files between a job's local output folder and storage: checkpoints (both ways), the model, the report.
 
-Storage layout of a job:
-    jobs/{job_id}/checkpoints/step-{step:09d}/attempt-{n}/...   a checkpoint; its manifest.json is uploaded last
-    jobs/{job_id}/model/...                         the repaired student, an HF folder; manifest.json last
-    jobs/{job_id}/artifacts/...                     report.json, report.md, plots, metrics.jsonl
+Where each goes is service.storage_layout's; this module only moves and verifies the files.
 """
 
 from __future__ import annotations
@@ -13,13 +10,15 @@ import logging
 import queue
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lingudistill.checkpoint import MANIFEST, checkpoint_name
+from lingudistill.checkpoint import MANIFEST
 from service.storage import Storage, copy_to_file, file_sha256
+from service.storage_layout import artifact_key, checkpoint_prefix, model_prefix
 
 log = logging.getLogger(__name__)
 REPORT_FILES = ("report.json", "report.md", "metrics.jsonl", "eval_before.json", "spec.json")
@@ -28,12 +27,6 @@ PLOT_SUFFIXES = (".png", ".svg", ".html")
 
 class TransferError(RuntimeError):
     pass
-
-
-def checkpoint_prefix(job_id: str, step: int, attempt: int) -> str:
-    """One folder per attempt: a stale attempt (fenced out, but still finishing an upload it had begun) writes
-    only its own folder and can never overwrite the files of the current attempt's checkpoint at the same step."""
-    return f"jobs/{job_id}/checkpoints/{checkpoint_name(step)}/attempt-{attempt}"
 
 
 @dataclass(frozen=True)
@@ -91,17 +84,13 @@ def upload_model(storage: Storage, job_id: str, folder: Path) -> int:
     return len(manifest)
 
 
-def model_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}/model"
-
-
 def upload_results(storage: Storage, job_id: str, output_dir: Path) -> dict[str, int]:
     """The final model folder, then the report and its plots; returns file counts."""
     model = upload_model(storage, job_id, output_dir / "model")
     artifacts = 0
     for path in sorted(output_dir.iterdir()):
         if path.is_file() and (path.name in REPORT_FILES or path.suffix in PLOT_SUFFIXES):
-            storage.put_file(f"jobs/{job_id}/artifacts/{path.name}", path)
+            storage.put_file(artifact_key(job_id, path.name), path)
             artifacts += 1
     return {"model_files": model, "artifact_files": artifacts}
 
@@ -158,3 +147,24 @@ class CheckpointUploader:
 
 def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+def upload_results_retrying(
+    storage: Storage, job_id: str, output_dir: Path, limit_s: float, on_retry: Callable[[int, Exception], None]
+) -> dict[str, int]:
+    """upload_results, tried again (backoff 1 s doubling to 30 s) until it succeeds or `limit_s` has passed.
+
+    A finished, evaluated run is worth minutes of waiting for storage: giving up means training again. Every try
+    uploads everything again (the keys are the same, so a partial earlier try is simply overwritten)."""
+    deadline, delay, tries = time.monotonic() + limit_s, 1.0, 0
+    while True:
+        tries += 1
+        try:
+            return upload_results(storage, job_id, output_dir)
+        except Exception as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("job %s: final upload failed (try %d): %s", job_id, tries, exc)
+            on_retry(tries, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)

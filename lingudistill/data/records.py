@@ -28,6 +28,7 @@ from PIL import Image
 
 from lingudistill import uris
 from lingudistill.data import formats
+from lingudistill.errors import UserInputError
 
 ROLES = ("system", "user", "assistant")
 _DATA_URI = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
@@ -44,7 +45,7 @@ IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
 _pil_limit_lock = threading.Lock()
 
 
-class DataError(ValueError):
+class DataError(UserInputError, ValueError):
     """A problem with the training data. The message names the source and the file:line (or file:row N)."""
 
     def __init__(self, reason: str, *, source: str | None = None, origin: str | None = None) -> None:

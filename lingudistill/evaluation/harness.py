@@ -28,13 +28,14 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+from lingudistill.errors import UserInputError
 from lingudistill.evaluation.scoring import SuiteKind, SuiteScore
 from lingudistill.spec import HarnessSpec, SpecError, local_path
 
 PREFERRED_METRICS = ("acc_norm", "acc", "exact_match")
 
 
-class HarnessUnavailable(RuntimeError):
+class HarnessUnavailable(UserInputError, RuntimeError):
     """lm-evaluation-harness is not installed."""
 
 

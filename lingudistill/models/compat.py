@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from lingudistill.errors import UserInputError
 from lingudistill.models.loading import Student, Teacher
 
 
-class IncompatibleModels(ValueError):
+class IncompatibleModels(UserInputError, ValueError):
     """Student decoder and teacher differ in a way that breaks KV sharing; the message names each mismatch."""
 
 

@@ -15,10 +15,11 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
 
 from lingudistill import uris
+from lingudistill.errors import UserInputError
 from lingudistill.models.families import FamilyAdapter, adapter_for
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserInputError, ValueError):
     """A model URI that cannot be loaded safely, with the reason."""
 
 

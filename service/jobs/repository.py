@@ -359,8 +359,10 @@ def record_metrics(session: Session, job_id: str, attempt: int, rows: Iterable[t
     return len(values)
 
 
-def append_event(session: Session, job_id: str, attempt: int, type: str, data: dict[str, Any]) -> int:
-    """Add an event to the job's log; returns its id (the SSE event id)."""
+def append_event(session: Session, job_id: str, attempt: int, type: str, data: dict[str, Any]) -> int | None:
+    """Add an event to the job's log; returns its id (the SSE event id), or None when `attempt` is stale (fenced)."""
+    if not _holds_attempt(session, job_id, attempt):
+        return None
     event = JobEvent(job_id=job_id, attempt=attempt, type=type, data=data)
     session.add(event)
     session.flush()

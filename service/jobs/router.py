@@ -20,6 +20,7 @@ from service.jobs.schemas import CheckpointList, EventPage, JobOut, JobPage, Met
 from service.lifecycle import JobStatus
 from service.params import Int64, Step
 from service.storage import InvalidKey, clean_key
+from service.storage_layout import artifacts_prefix
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, "job id"]
@@ -306,7 +307,7 @@ class ReportFileList(BaseModel):
 
 
 def _artifact_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}/artifacts/"
+    return artifacts_prefix(job_id)
 
 
 @router.get(

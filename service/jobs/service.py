@@ -42,6 +42,7 @@ from service.models import Checkpoint, Job, utcnow
 from service.redact import redact_paths
 from service.settings import Settings
 from service.storage import Storage, clean_key
+from service.storage_layout import model_manifest_key, model_prefix
 from service.uri_policy import DatasetRef, UriPolicy
 
 
@@ -350,12 +351,8 @@ def model_file(session: Session, principal: Principal, job_id: str, path: str, s
     return CheckpointFileRef(key=key, sha256=manifest[path], size=storage.size(key))
 
 
-def model_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}/model"  # where the worker uploads it (worker.transfers.model_prefix)
-
-
 def _model_manifest(job_id: str, storage: Storage) -> dict[str, str]:
-    key = f"{model_prefix(job_id)}/manifest.json"
+    key = model_manifest_key(job_id)
     if not storage.exists(key):
         raise ModelNotReady(f"job {job_id} has no repaired model yet")
     with storage.open(key) as handle:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 
 import yaml
+from click.testing import CliRunner
 
+from lingudistill.cli import main
 from lingudistill.pipeline import run_job
 from lingudistill.spec import EvalSuite, load_spec
 from tests.engine.conftest import COLOURS, NUMBERS
@@ -69,3 +73,67 @@ def test_the_report_records_the_submitted_uris_not_local_copies(tiny_job):
     assert provenance["datasets"]["text"]["uri"] == "dataset://ds_text"
     assert provenance["datasets"]["text"]["sha256"], "the hash is of the data actually read"
     assert provenance["spec"]["mixture"][1]["uri"] == "dataset://ds_vqa"
+
+
+def test_train_resume_of_a_spec_without_a_seed_keeps_the_recorded_seed(tiny_job):
+    """`lingudistill train --resume` continues the run it resumes: same seed in spec.json, same remaining losses."""
+    spec = yaml.safe_load(tiny_job.read_text())
+    del spec["training"]["seed"]
+    spec["training"].update(max_steps=4, checkpoint_every=2)
+    tiny_job.write_text(yaml.safe_dump(spec))
+    out = tiny_job.parent / "out"
+    command = ["train", str(tiny_job), "--output", str(out)]
+
+    first = CliRunner().invoke(main, command)
+    assert first.exit_code == 0, first.output
+    seed = json.loads((out / "spec.json").read_text())["training"]["seed"]
+    before = _losses(out)
+    resumed = CliRunner().invoke(main, [*command, "--resume"])  # from the checkpoint at step 2
+
+    assert resumed.exit_code == 0, resumed.output
+    assert f"seed {seed}," in resumed.output
+    assert json.loads((out / "spec.json").read_text())["training"]["seed"] == seed
+    after = _losses(out)
+    assert sorted(after) == [1, 2, 3, 4] and after == before
+
+
+def _losses(out) -> dict[int, float]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records}
+
+
+def test_lingudistill_has_no_import_circle() -> None:
+    """Every import in lingudistill/, those inside functions included, points one way (issue 14)."""
+    graph = _import_graph(Path(__file__).parents[2] / "lingudistill")
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        assert module not in path, f"import circle: {' -> '.join([*path[path.index(module) :], module])}"
+        if module in done:
+            return
+        for imported in graph[module]:
+            visit(imported, [*path, module])
+        done.add(module)
+
+    for module in graph:
+        visit(module, [])
+
+
+def _import_graph(package: Path) -> dict[str, set[str]]:
+    modules = {}
+    for path in package.rglob("*.py"):
+        name = ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from package import submodule` imports the submodule, not (only) the package's own code
+                submodules = {f"{node.module}.{alias.name}" for alias in node.names} & modules.keys()
+                targets = submodules or {node.module}
+            elif isinstance(node, ast.Import):
+                targets = {alias.name for alias in node.names}
+            else:
+                continue
+            graph[name] |= {target for target in targets if target in modules and target != name}
+    return graph

@@ -281,7 +281,7 @@ def test_a_crafted_pickle_in_training_state_is_refused_and_runs_no_code(tiny_wor
         run_job(longer, out, resume=True, callbacks=[])
     assert "training_state.pt" in str(caught.value)
     assert not marker.exists(), "the pickle ran code"
-    from worker.child import classify
+    from lingudistill.errors import classify
 
     assert classify(caught.value) in ("bad_input", "infrastructure")
 
@@ -289,8 +289,8 @@ def test_a_crafted_pickle_in_training_state_is_refused_and_runs_no_code(tiny_wor
 def test_a_model_that_needs_remote_code_is_refused_with_a_clear_message(tiny_world: Path, tmp_path: Path) -> None:
     import shutil
 
+    from lingudistill.errors import classify
     from lingudistill.models.loading import ModelLoadError, load_student
-    from worker.child import classify
 
     marker = tmp_path / "remote-code-ran"
     # an architecture that exists only as remote code: refused, with the reason

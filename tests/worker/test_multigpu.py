@@ -1,7 +1,7 @@
 """Multi-GPU jobs (resources.gpus: 2) through a real worker, on CPU: torchrun with 2 gloo ranks.
 
 The worker runs with LINGUDISTILL_WORKER_ALLOW_CPU_RANKS=true, so its GPU check lets the ranks run on CPU
-(LINGUDISTILL_DEVICE=cpu). Messages come from rank 0's events.jsonl instead of the pipe; the tests check that they
+(LINGUDISTILL_DEVICE=cpu). Events come from rank 0's events.jsonl instead of the pipe; the tests check that they
 drive the job exactly as the pipe does: states, metrics once per step, checkpoints, resume, cancel.
 """
 
@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 import torch
 
+from lingudistill.errors import FailureKind
+from lingudistill.events import CheckpointSaved, Event, Failed, Step, Validated
 from service.models import FailureReason, JobStatus
 from tests.worker.conftest import Stack, WorkerProcess, job_spec, wait_until
-from worker import child, multigpu
+from worker import multigpu
 
 S = JobStatus
 pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs the gloo backend")
@@ -60,17 +62,21 @@ import json, sys, time
 events = open(sys.argv[1], "a")
 events.write(json.dumps({"type": "validated"}) + "\\n" + '{"type": "st'); events.flush(); time.sleep(0.5)
 events.write('ep", "record": {"step": 1, "loss": 2.0}}\\n'); events.flush()
-checkpoint = {"type": "checkpoint", "step": 2, "folder": sys.argv[2] + "/step-000000002"}
+checkpoint = {"type": "checkpoint", "step": 2, "folder": sys.argv[2]}
 events.write(json.dumps(checkpoint) + "\\n")
-events.write(json.dumps({"type": "error", "error": "DataError", "message": "bad line"}) + "\\n"); events.flush()
+failed = {"type": "error", "kind": "bad_input", "error": "DataError", "message": "bad line"}
+events.write(json.dumps(failed) + "\\n"); events.flush()
 time.sleep(0.3); print("Traceback: rank 1 too"); sys.exit(1)
 """
 
 
 # --- the contract with the engine, without a worker -----------------------------------------------------------------
-def test_errors_classify_as_in_the_child_and_the_worker_imports_no_torch() -> None:
+def test_one_classifier_decides_whose_fault_and_the_worker_imports_no_torch() -> None:
     import subprocess
     import sys
+
+    import lingudistill.pipeline  # noqa: F401 - defines (through its imports) every engine error class
+    from lingudistill.errors import FailureKind, UserInputError, classify
 
     probe = "import sys, worker.multigpu, worker.supervisor; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
@@ -78,13 +84,16 @@ def test_errors_classify_as_in_the_child_and_the_worker_imports_no_torch() -> No
     def subclasses(cls: type) -> set[type]:
         return {cls}.union(*(subclasses(sub) for sub in cls.__subclasses__()))
 
-    engine = set().union(*(subclasses(cls) for cls in child.bad_input_classes()))
-    engine = {cls for cls in engine if cls.__module__.startswith(("lingudistill", "pydantic"))}
-    for cls in [*engine, FileNotFoundError]:
-        assert multigpu.classify_name(cls.__name__) == "bad_input", cls
-    assert multigpu.classify_name(torch.OutOfMemoryError.__name__) == "out_of_memory"
-    assert multigpu.classify_name("RuntimeError") == "infrastructure"
-    assert child.classify(MemoryError()) == multigpu.classify_name("MemoryError")
+    user_errors = {cls.__name__ for cls in subclasses(UserInputError)}
+    assert {"SpecError", "DataError", "ModelLoadError", "IncompatibleModels", "UnsupportedModel"} <= user_errors
+    assert "HarnessUnavailable" in user_errors
+    from lingudistill.data.records import DataError
+
+    assert classify(DataError("bad line")) is FailureKind.bad_input
+    assert classify(FileNotFoundError("data/missing.jsonl")) is FailureKind.bad_input
+    assert classify(torch.OutOfMemoryError("CUDA out of memory")) is FailureKind.out_of_memory
+    assert classify(MemoryError()) is FailureKind.out_of_memory
+    assert classify(RuntimeError("NCCL timeout")) is FailureKind.infrastructure
 
 
 def test_gpus_are_taken_n_at_a_time_from_the_workers_list(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,26 +121,23 @@ def test_gpus_are_taken_n_at_a_time_from_the_workers_list(monkeypatch: pytest.Mo
     multigpu.get_multigpu_settings.cache_clear()
 
 
-def test_the_events_file_is_tailed_into_pipe_messages(tmp_path: Path) -> None:
-    """Partial lines wait for their end; a checkpoint is staged for upload; an error waits for the exit."""
+def test_the_events_file_is_tailed_into_typed_events(tmp_path: Path) -> None:
+    """Partial lines wait for their end; an error waits for torchrun's exit, with every rank's output."""
     output = tmp_path / "out"
-    (output / "checkpoints" / "step-000000002").mkdir(parents=True)
-    (output / "checkpoints" / "step-000000002" / "manifest.json").write_text("{}")
-    log = tmp_path / "ranks.log"
-    process = argv = [sys.executable, "-c", FAKE_RANK0, str(output / "events.jsonl"), str(output / "checkpoints")]
-    process = multigpu.Launched(argv, dict(os.environ), log)
-    source = multigpu.EventsFile(output, process)
-    messages: list[dict[str, Any]] = []
+    output.mkdir()
+    argv = [sys.executable, "-c", FAKE_RANK0, str(output / "events.jsonl"), str(tmp_path / "staged")]
+    launched = multigpu.TorchrunChild(argv, dict(os.environ), tmp_path / "ranks.log", output / "events.jsonl")
+    events: list[Event] = []
     deadline = time.monotonic() + 20
-    while not source.ended and time.monotonic() < deadline:
-        messages += list(source.read(0.2))
+    while not launched.ended and time.monotonic() < deadline:
+        events += list(launched.events(0.2))
 
-    assert source.ended and process.exitcode == 1
-    assert [m["type"] for m in messages] == ["validated", "step", "checkpoint", "error"]
-    assert messages[1]["record"] == {"step": 1, "loss": 2.0}
-    staged = Path(messages[2]["folder"])
-    assert staged == output / "uploads" / "step-000000002" and (staged / "manifest.json").is_file()
-    assert messages[3]["kind"] == "bad_input" and "rank 1 too" in messages[3]["traceback"]
+    assert launched.ended and launched.exitcode == 1
+    assert [type(e) for e in events] == [Validated, Step, CheckpointSaved, Failed]
+    assert events[1] == Step(record={"step": 1, "loss": 2.0})
+    assert events[2] == CheckpointSaved(step=2, folder=str(tmp_path / "staged"))
+    failed = events[3]
+    assert isinstance(failed, Failed) and failed.kind is FailureKind.bad_input and "rank 1 too" in failed.traceback
 
 
 # --- through a real worker ------------------------------------------------------------------------------------------

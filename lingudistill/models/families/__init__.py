@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lingudistill.errors import UserInputError
 from lingudistill.models.families.base import FamilyAdapter
 from lingudistill.models.families.gemma3 import Gemma3Adapter
 from lingudistill.models.families.idefics3 import Idefics3Adapter, SmolVLMAdapter
@@ -24,7 +25,7 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
 )
 
 
-class UnsupportedModel(ValueError):
+class UnsupportedModel(UserInputError, ValueError):
     """The student's architecture has no adapter."""
 
 
