@@ -109,6 +109,14 @@ _DESCRIBE: dict[str, tuple[Level, Callable[[dict[str, Any]], str]]] = {
         "warning",
         lambda d: f"This attempt failed ({d.get('reason') or 'error'}): {d.get('message') or ''}".rstrip(": "),
     ),
+    "reuploading": (
+        "info",
+        lambda d: (
+            f"Uploading the results of the finished run ({d.get('steps')} steps) kept from the last attempt; "
+            "nothing is trained again."
+        ),
+    ),
+    "upload_retry": ("warning", lambda d: f"Upload attempt {d.get('try')} failed, retrying: {d.get('error')}"),
     "uploaded": (
         "info",
         lambda d: (

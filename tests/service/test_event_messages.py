@@ -22,6 +22,8 @@ from service.jobs.events import describe
          "This attempt failed (infrastructure): lease lost"),
         ("stalled", {"seconds": 600, "step": 12}, "error",
          "No progress for 600 s at step 12; the training process is stopped."),
+        ("upload_retry", {"try": 2, "error": "OSError: reset"}, "warning",
+         "Upload attempt 2 failed, retrying: OSError: reset"),
         ("something_new", {"x": 1}, "info", "Something new"),
     ],
 )  # fmt: skip
