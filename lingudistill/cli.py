@@ -176,11 +176,20 @@ def toy() -> None:
 @toy.command("build")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--seed", default=0, show_default=True, help="Seed of the whole toy world.")
-def toy_build(folder: str, seed: int) -> None:
+@click.option(
+    "--real",
+    is_flag=True,
+    help="The real-weights world: SmolLM2-135M-Instruct and a SmolVLM-shaped student degraded from it (slow "
+    "on a CPU, see docs/results.md; needs `make install-real`). Also writes DIR/world.json.",
+)
+def toy_build(folder: str, seed: int, real: bool) -> None:
     """Build DIR/teacher, DIR/student, DIR/data/, DIR/eval/ and DIR/spec.yaml."""
-    from lingudistill.toy import build_toy_world
+    if real:
+        from lingudistill.worlds.real import build_real_world as build
+    else:
+        from lingudistill.worlds.toy import build_toy_world as build
 
-    spec_path = build_toy_world(Path(folder), seed=seed, progress=True)
+    spec_path = build(Path(folder), seed=seed, progress=True)
     for line in _toy_next_steps(spec_path):
         click.echo(line, err=True)
     click.echo(str(spec_path))  # alone on the last line of stdout, for scripts

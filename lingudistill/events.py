@@ -80,6 +80,16 @@ class Done(_Event):
     report: dict[str, JsonValue] | None
 
 
+class Notice(_Event):
+    """Something the job's owner should see that is not a stage: an experiment tracker's run link (info), or a
+    tracker that cannot be reached (warning; training goes on)."""
+
+    type: Literal["notice"] = "notice"
+    level: Literal["info", "warning"]
+    message: str
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+
+
 class Failed(_Event):
     type: Literal["error"] = "error"
     kind: FailureKind
@@ -89,7 +99,7 @@ class Failed(_Event):
 
 
 Event = Annotated[
-    Validated | TrainBegin | Step | CheckpointSaved | Evaluating | Done | Failed,
+    Validated | TrainBegin | Step | CheckpointSaved | Evaluating | Notice | Done | Failed,
     Field(discriminator="type"),
 ]
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
@@ -135,13 +145,14 @@ class EventSink(Protocol):
 
 
 class PipeSink:
-    """The single-process child's end of its pipe."""
+    """The single-process child's end of its pipe. Locked: experiment trackers send notices from their threads."""
 
     def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+        self.conn, self.lock = conn, threading.Lock()
 
     def send(self, event: Event) -> None:
-        self.conn.send_bytes(encode(event).encode())
+        with self.lock:
+            self.conn.send_bytes(encode(event).encode())
 
 
 class NoSink:
@@ -155,10 +166,10 @@ class FileSink:
     """OUTPUT/events.jsonl, appended by rank 0 of a torchrun child; one flushed line per event."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path, self.lock = path, threading.Lock()
 
     def send(self, event: Event) -> None:
-        with self.path.open("a") as handle:
+        with self.lock, self.path.open("a") as handle:
             handle.write(encode(event) + "\n")
 
 

@@ -8,6 +8,8 @@ variable, so models not inside `tapping(...)` run plain SDPA.
 Modes (METHOD.md):
 - prompt: record the student's K/V of the first S = P - 1 tokens; the teacher continues from that cache over
   tokens S .. end with the student's positions, so its outputs line up with the student's response logits.
+  Image tokens after the prompt (an image in a later user turn) are handed over as in visual mode: the
+  student's K/V of every position are recorded, and the teacher's K/V at those tokens are replaced.
 - visual / visual_system: the teacher runs over the whole sequence; at every layer its K/V at donated
   positions (image tokens; with visual_system also the text before the first image) are the student's.
 - off: the teacher reads the text alone, image tokens removed.
@@ -96,12 +98,13 @@ class KVRecorder:
         subset.values = [v[rows] if v is not None else None for v in self.values]
         return subset
 
-    def as_cache(self, rows: torch.Tensor | None = None) -> DynamicCache:
-        """The recorded K/V as the teacher's cache, layer l to layer l (optionally a subset of batch rows)."""
+    def as_cache(self, rows: torch.Tensor | None = None, length: int | None = None) -> DynamicCache:
+        """The recorded K/V of the first `length` positions (default: all recorded) as the teacher's cache, layer
+        l to layer l, optionally of a subset of batch rows."""
         if any(k is None for k in self.keys):
             missing = [i for i, k in enumerate(self.keys) if k is None]
             raise RuntimeError(f"the student's forward did not pass K/V of decoder layers {missing} to the tap")
-        pairs = [(k, v) for k, v in zip(self.keys, self.values, strict=True)]
+        pairs = [(k[:, :, :length], v[:, :, :length]) for k, v in zip(self.keys, self.values, strict=True)]
         if rows is not None:
             pairs = [(k[rows], v[rows]) for k, v in pairs]
         return DynamicCache(ddp_cache_data=pairs)
@@ -121,15 +124,28 @@ class KVDonor:
             return key, value
         donor_key, donor_value = self.recorder.keys[layer], self.recorder.values[layer]
         assert donor_key is not None and donor_value is not None
-        length = key.shape[2]
+        length = key.shape[2]  # the keys span positions [0, length): a cache, if any, holds the first ones
         key = torch.where(self.donate, donor_key[:, :, :length].to(key.dtype), key)
         value = torch.where(self.donate, donor_value[:, :, :length].to(value.dtype), value)
         return key, value
 
 
-def donated_positions(mm_token_type_ids: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """Positions whose K/V the teacher takes from the student in visual modes, [batch, seq] bool."""
+def donated_positions(
+    mm_token_type_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    mode: str,
+    *,
+    input_ids: torch.Tensor | None = None,
+    teacher_vocab: int | None = None,
+) -> torch.Tensor:
+    """Positions whose K/V the teacher takes from the student, [batch, seq] bool (in `off` mode: drops).
+
+    Image tokens, and every id at or past `teacher_vocab` (the student's own tokens: image markers, row/column
+    tokens), which the teacher has no trained embedding for.
+    """
     image = mm_token_type_ids > 0
+    if input_ids is not None and teacher_vocab is not None:
+        image = image | ((input_ids >= teacher_vocab) & attention_mask.bool())
     if mode == "visual_system":
         # Everything real before the first image token of each row is donated as well.
         seen_image = image.long().cumsum(-1) > 0
@@ -139,14 +155,15 @@ def donated_positions(mm_token_type_ids: torch.Tensor, attention_mask: torch.Ten
 
 
 def text_only_layout(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, mm_token_type_ids: torch.Tensor, pad_token_id: int
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, dropped: torch.Tensor, pad_token_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For `off` mode: drop image tokens, re-align rows at their ends. Returns ids, mask and index_map.
+    """For `off` mode: drop the `dropped` tokens (image tokens, the student's own ids), re-align rows at their
+    ends. Returns ids, mask and index_map.
 
     index_map[b, t] is the teacher's position of the student's token t in row b (-1 for dropped tokens).
     Rows are right-aligned (left padding), which keeps the text's relative order and the response last.
     """
-    keep = attention_mask.bool() & (mm_token_type_ids == 0)
+    keep = attention_mask.bool() & ~dropped
     kept_counts = keep.sum(-1)
     length = int(kept_counts.max())
     batch = input_ids.shape[0]

@@ -12,7 +12,12 @@ convention of TRL's `generalized_jsd_loss` and Liger's fused-linear JSD; the chu
 computed during the forward pass: Liger's fused-linear losses.
 
 Shapes: N rows, already shifted so that row i predicts labels[i]; H and Ht the student's and teacher's hidden
-sizes; V the vocabulary, shared by both heads.
+sizes; V and Vt the rows of the student's and teacher's heads.
+
+Vocabularies (METHOD.md): the student's tokenizer may extend the teacher's, so the two heads share only the first
+`shared_vocab` ids (the teacher's tokenizer length; its head may have more, untrained, padding rows). D compares
+both distributions renormalised over those ids, softmax over logits[:, :shared_vocab], so equal models give D = 0
+exactly; CE keeps the student's whole vocabulary. A KD row must have a target inside the shared ids.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class _Objective:
     kd_scale: float  # kd_weight * T^2 / kd_normalizer, or 0 when the term is absent
     student_softcap: float | None
     teacher_softcap: float | None
+    shared_vocab: int  # KD compares logits[:, :shared_vocab] of both models
 
 
 def token_divergence(
@@ -96,17 +102,21 @@ def chunked_distill_loss(
     chunk_size: int,
     student_softcap: float | None = None,
     teacher_softcap: float | None = None,
+    shared_vocab: int | None = None,
 ) -> LossParts:
     """The objective of this module, never holding more than chunk_size rows of [N, V] logits.
 
     student_hidden [N, H] and student_head [V, H] (may be a tied embedding) receive gradients; teacher_hidden
-    [N, Ht] and teacher_head [V, Ht] never do, and may be None only when kd_mask [N] is all False. labels [N]
+    [N, Ht] and teacher_head [Vt, Ht] never do, and may be None only when kd_mask [N] is all False. labels [N]
     are token ids, -100 where a row has no CE. softcap c maps logits to c * tanh(logits / c) before the
-    temperature (Gemma's final_logit_softcapping). Accumulates in fp32 for fp32 and bf16 inputs.
+    temperature (Gemma's final_logit_softcapping). shared_vocab (default: V, which Vt must then equal) is how
+    many leading ids KD compares; rows of kd_mask need labels below it. Accumulates in fp32 for fp32 and bf16.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    _check_inputs(student_hidden, student_head, labels, kd_mask, teacher_hidden, teacher_head)
+    shared_vocab = _check_inputs(
+        student_hidden, student_head, labels, kd_mask, teacher_hidden, teacher_head, shared_vocab
+    )
     objective = _build_objective(
         divergence,
         beta,
@@ -117,6 +127,7 @@ def chunked_distill_loss(
         kd_normalizer,
         student_softcap,
         teacher_softcap,
+        shared_vocab,
     )
     total, per_token_ce, per_token_kd = _ChunkedDistill.apply(
         student_hidden, student_head, teacher_hidden, teacher_head, labels, kd_mask, objective, chunk_size
@@ -142,9 +153,12 @@ def naive_distill_loss(
     chunk_size: int,
     student_softcap: float | None = None,
     teacher_softcap: float | None = None,
+    shared_vocab: int | None = None,
 ) -> LossParts:
     """Reference for `chunked_distill_loss`: full [N, V] logits and plain autograd. chunk_size is unused."""
-    _check_inputs(student_hidden, student_head, labels, kd_mask, teacher_hidden, teacher_head)
+    shared_vocab = _check_inputs(
+        student_hidden, student_head, labels, kd_mask, teacher_hidden, teacher_head, shared_vocab
+    )
     objective = _build_objective(
         divergence,
         beta,
@@ -155,8 +169,9 @@ def naive_distill_loss(
         kd_normalizer,
         student_softcap,
         teacher_softcap,
+        shared_vocab,
     )
-    teacher_logits = _teacher_logits(teacher_hidden, teacher_head, kd_mask)
+    teacher_logits = _teacher_logits(teacher_hidden, teacher_head, kd_mask, shared_vocab)
     ce, kd = _token_losses(_student_logits(student_hidden, student_head), teacher_logits, labels, kd_mask, objective)
     return _loss_parts(_weighted_total(ce, kd, objective), ce, kd)
 
@@ -236,7 +251,7 @@ def _chunk_losses_and_logits_grad(
     objective: _Objective,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One chunk of n rows: per-row CE and KD [n], and the gradient of its share of the total w.r.t. its logits."""
-    teacher_logits = _teacher_logits(teacher_hidden, teacher_head, kd_mask)
+    teacher_logits = _teacher_logits(teacher_hidden, teacher_head, kd_mask, objective.shared_vocab)
     logits = _student_logits(hidden, head).detach().requires_grad_()
     with torch.enable_grad():
         ce, kd = _token_losses(logits, teacher_logits, labels, kd_mask, objective)
@@ -247,14 +262,18 @@ def _chunk_losses_and_logits_grad(
 def _token_losses(
     student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor, kd_mask: Tensor, objective: _Objective
 ) -> tuple[Tensor, Tensor]:
-    """Per-row CE and KD [n] from fp32 student logits [n, V] and teacher logits [k, V] of the k rows in kd_mask."""
+    """Per-row CE and KD [n] from fp32 student logits [n, V] and teacher logits [k, shared] of the k kd_mask rows."""
     student_logits = _softcap(student_logits, objective.student_softcap)
     ce = F.cross_entropy(student_logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
     kd = torch.zeros_like(ce)
     if teacher_logits is not None:
         teacher_logits = _softcap(teacher_logits, objective.teacher_softcap)
         divergence = token_divergence(
-            student_logits[kd_mask], teacher_logits, objective.divergence, objective.beta, objective.temperature
+            student_logits[kd_mask, : objective.shared_vocab],
+            teacher_logits,
+            objective.divergence,
+            objective.beta,
+            objective.temperature,
         )
         kd = kd.masked_scatter(kd_mask, divergence)
     return ce, kd
@@ -265,11 +284,13 @@ def _student_logits(hidden: Tensor, head: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _teacher_logits(teacher_hidden: Tensor | None, teacher_head: Tensor | None, kd_mask: Tensor) -> Tensor | None:
-    """fp32 teacher logits [k, V] of the k rows in kd_mask, without gradient; None when there is no teacher."""
+def _teacher_logits(
+    teacher_hidden: Tensor | None, teacher_head: Tensor | None, kd_mask: Tensor, shared_vocab: int
+) -> Tensor | None:
+    """fp32 teacher logits [k, shared_vocab] of the k rows in kd_mask, no gradient; None when there is no teacher."""
     if teacher_hidden is None or teacher_head is None:
         return None
-    return (teacher_hidden[kd_mask] @ teacher_head.T).float()
+    return (teacher_hidden[kd_mask] @ teacher_head[:shared_vocab].T).float()
 
 
 def _softcap(logits: Tensor, cap: float | None) -> Tensor:
@@ -317,6 +338,7 @@ def _build_objective(
     kd_normalizer: float,
     student_softcap: float | None,
     teacher_softcap: float | None,
+    shared_vocab: int,
 ) -> _Objective:
     _check_divergence(divergence, beta, temperature)
     for name, cap in (("student_softcap", student_softcap), ("teacher_softcap", teacher_softcap)):
@@ -324,7 +346,7 @@ def _build_objective(
             raise ValueError(f"{name} must be > 0 or None, got {cap}")
     ce_scale = _term_scale("ce", ce_weight, ce_normalizer)
     kd_scale = _term_scale("kd", kd_weight * temperature**2, kd_normalizer)
-    return _Objective(divergence, beta, temperature, ce_scale, kd_scale, student_softcap, teacher_softcap)
+    return _Objective(divergence, beta, temperature, ce_scale, kd_scale, student_softcap, teacher_softcap, shared_vocab)
 
 
 def _term_scale(term: str, weight: float, normalizer: float) -> float:
@@ -350,7 +372,9 @@ def _check_inputs(
     kd_mask: Tensor,
     teacher_hidden: Tensor | None,
     teacher_head: Tensor | None,
-) -> None:
+    shared_vocab: int | None,
+) -> int:
+    """Raises on inconsistent shapes; returns the number of shared ids KD compares."""
     n = student_hidden.shape[0]
     if student_hidden.ndim != 2 or student_head.ndim != 2 or student_head.shape[1] != student_hidden.shape[1]:
         raise ValueError(
@@ -360,12 +384,26 @@ def _check_inputs(
         raise ValueError(f"need labels [N] and a bool kd_mask [N] with N={n}, got {labels.shape}, {kd_mask.shape}")
     if (teacher_hidden is None) != (teacher_head is None):
         raise ValueError("teacher_hidden and teacher_head must be given together")
+    vocab = student_head.shape[0]
+    shared = vocab if shared_vocab is None else shared_vocab
+    if not 0 < shared <= vocab:
+        raise ValueError(f"shared_vocab must be in [1, {vocab}] (the student's head rows), got {shared_vocab}")
     if teacher_hidden is None:
         if kd_mask.any():
             raise ValueError("kd_mask selects rows but no teacher was given")
-        return
+        return shared
     assert teacher_head is not None
-    if teacher_hidden.shape[0] != n or teacher_head.shape != (student_head.shape[0], teacher_hidden.shape[1]):
+    teacher_rows = teacher_head.shape[0]
+    if (
+        teacher_hidden.shape[0] != n
+        or teacher_head.shape[1] != teacher_hidden.shape[1]
+        or teacher_rows < shared
+        or (shared_vocab is None and teacher_rows != vocab)
+    ):
         raise ValueError(
-            f"need teacher_hidden [N, Ht] and teacher_head [V, Ht], got {teacher_hidden.shape}, {teacher_head.shape}"
+            f"need teacher_hidden [N, Ht] and teacher_head [Vt, Ht] with Vt >= shared_vocab ({shared}; V={vocab} "
+            f"when not given), got {teacher_hidden.shape}, {teacher_head.shape}"
         )
+    if bool((labels[kd_mask] >= shared).any()):
+        raise ValueError(f"kd_mask selects rows whose label is outside the {shared} shared ids; they get CE only")
+    return shared

@@ -22,11 +22,13 @@ from lingudistill.events import (
     CheckpointSaved,
     Evaluating,
     EventSink,
+    Notice,
     Step,
     Supervision,
     TrainBegin,
     Validated,
     done_event,
+    jsonable,
     watch_pulse,
 )
 from lingudistill.models.compat import check_compatibility
@@ -34,6 +36,7 @@ from lingudistill.models.encoding import Encoder
 from lingudistill.models.loading import Student, Teacher, load_student, load_teacher
 from lingudistill.recipe import MetricsFile, Recipe, TrainingCallback, TrainResult
 from lingudistill.spec import JobSpec, MixtureSource
+from lingudistill.trackers import Notify, TrackerCallback, check_trackers, job_trackers, log_notice
 
 ENCODE_CHECK_RECORDS = 64  # per source: catches template/processor problems before training, cheaply
 
@@ -50,9 +53,10 @@ def validate(spec: JobSpec, *, decode_images: bool = True) -> Validation:
     the first problems."""
     if spec.evaluation.harness is not None:
         check_harness(spec.evaluation.harness)  # HarnessUnavailable here, not after training
+    check_trackers(spec.integrations)
     student = load_student(spec.student)
     teacher = load_teacher(spec.teacher)
-    check_compatibility(student, teacher)
+    check_compatibility(student, teacher, spec.method)
     report = validate_sources(spec.mixture, decode_images=decode_images)
     report.raise_if_failed()
     _check_encoding(spec, student)
@@ -65,7 +69,7 @@ def _check_encoding(spec: JobSpec, student: Student) -> None:
         for index, record in enumerate(read_source(source)):
             if index >= ENCODE_CHECK_RECORDS:
                 break
-            encoder.encode(record)
+            encoder.encode(record, distill=spec.distills(source))
 
 
 @dataclass
@@ -96,13 +100,30 @@ def run_job(
     progress: bool = False,
     validation: Validation | None = None,
     origin: JobSpec | None = None,
+    notify: Notify = log_notice,
 ) -> JobResult:
     """The one orchestration of a job, in one process or on every rank of a torchrun group.
 
     `validation`: the result of `validate(spec)` when the caller ran it already (the worker's stage).
     `origin`: the spec as submitted, when `spec` names local copies of its data (the worker's dataset:// URIs);
     the report's provenance records the submitted URIs.
+    `notify`: where the experiment trackers' notices go (run links, outages); a supervised run sends them as events.
     On several ranks every rank trains its shard; rank 0 alone scores, writes the outputs and calls `callbacks`."""
+    rank = parallel.topology()
+    with job_trackers(spec, Path(output_dir), notify, enabled=rank.is_main) as trackers:
+        tracking = [TrackerCallback(trackers)] if trackers else []
+        return _run(spec, Path(output_dir), resume, [*tracking, *callbacks], progress, validation, origin)
+
+
+def _run(
+    spec: JobSpec,
+    output_dir: Path,
+    resume: bool,
+    callbacks: Sequence[TrainingCallback],
+    progress: bool,
+    validation: Validation | None,
+    origin: JobSpec | None,
+) -> JobResult:
     rank = parallel.topology()
     output_dir = Path(output_dir)
     spec = resolve_seed(spec, output_dir, resume=resume)
@@ -156,7 +177,9 @@ def run_supervised(
         return
     relay = EventRelay(sink, supervision, spec.training.max_steps)
     output_dir = Path(supervision.output_dir)
-    result = run_job(spec, output_dir, resume=resume, callbacks=[relay], validation=checked, origin=origin)
+    result = run_job(
+        spec, output_dir, resume=resume, callbacks=[relay], validation=checked, origin=origin, notify=relay.notice
+    )
     sink.send(done_event(result.train.steps, result.train.stopped_early, result.train.model_dir, result.report))
 
 
@@ -183,6 +206,9 @@ class EventRelay(TrainingCallback):
     def on_train_end(self, result: TrainResult) -> None:
         if not result.stopped_early:
             self.sink.send(Evaluating())
+
+    def notice(self, level: str, message: str, data: dict[str, Any]) -> None:
+        self.sink.send(Notice(level=level, message=message, data=jsonable(data)))  # type: ignore[arg-type]
 
 
 def link_tree(source: Path, target: Path) -> Path:

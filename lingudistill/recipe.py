@@ -25,7 +25,7 @@ from lingudistill import checkpoint, parallel
 from lingudistill.data.mixture import LengthGroupedSampler, MixtureSampler
 from lingudistill.data.records import Record
 from lingudistill.data.sources import load_sources
-from lingudistill.models.compat import check_compatibility
+from lingudistill.models.compat import check_compatibility, shared_vocab_size
 from lingudistill.models.encoding import IGNORE, Encoder, collate
 from lingudistill.models.loading import Student, Teacher, load_student, load_teacher, parameter_count
 from lingudistill.objective import DistillationObjective, MicroBatchLoss
@@ -93,7 +93,7 @@ class Recipe:
         self.teacher = teacher or self._load_teacher()
         self._place_models()
         if self.teacher is not None:
-            check_compatibility(self.student, self.teacher)
+            check_compatibility(self.student, self.teacher, self.spec.method)
         self.input_parameter_count = parameter_count(self.student.model)
         self._configure_student()
         if self.dist.enabled:
@@ -103,7 +103,11 @@ class Recipe:
         # the student's adapter as the objective and evaluation must use it (lm_head gathered when sharded)
         self.adapter = parallel.ShardedAdapter(self.student.adapter) if self.dist.enabled else self.student.adapter
         self.objective = DistillationObjective(
-            self.student.model, self.teacher.model if self.teacher else None, self.adapter, self.spec.method
+            self.student.model,
+            self.teacher.model if self.teacher else None,
+            self.adapter,
+            self.spec.method,
+            shared_vocab_size(self.teacher) if self.teacher else None,
         )
         self.optimizer = torch.optim.AdamW(self._parameter_groups(), weight_decay=self.spec.training.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)

@@ -82,6 +82,12 @@ class MethodSpec(StrictModel):
     loss_chunk_size: int = Field(
         1024, ge=1, le=1_000_000, description="Response tokens per lm_head/loss chunk; bounds logits memory."
     )
+    allow_rope_mismatch: bool = Field(
+        False,
+        description="Train even when the student's decoder and the teacher rotate keys differently (rope type, "
+        "base, scaling or partial rotary factor). The teacher then misreads the student's K/V, so KV sharing is "
+        "inexact: validation refuses such a pair unless this is true, and warns when it is.",
+    )
 
     @model_validator(mode="after")
     def _some_loss(self) -> MethodSpec:

@@ -9,9 +9,10 @@ WANDB_MODE), never from the spec; links drop any user:password in a URL. Without
 writes to OUTPUT/mlruns; TensorBoard always writes to OUTPUT/tensorboard.
 
 A tracker that is down never fails or slows the training: each tracker is driven from its own thread through a
-queue. When a call fails, the thread warns once (`warn`, which the job turns into a warning event), keeps the
-queued metrics and retries with backoff, so what was logged during an outage is sent once the tracker is back.
-`close` waits a bounded time for the queue to drain and warns about whatever is left.
+queue. When a call fails, the thread warns once (`notify`, which a supervised job turns into a warning event),
+keeps the queued metrics and retries with backoff, so what was logged during an outage is sent once the tracker is
+back. `close` waits a bounded time for the queue to drain and warns about whatever is left. Once a run exists,
+`notify` gets its link (info), which the service shows on the job.
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from lingudistill.errors import UserInputError
 from lingudistill.recipe import TrainingCallback
 from lingudistill.spec import Integration, JobSpec, MlflowIntegration, TensorBoardIntegration, WandbIntegration
 
 log = logging.getLogger(__name__)
-Warn = Callable[[str], None]
+Notify = Callable[[str, str, dict[str, Any]], None]  # (level "info" or "warning", message, data)
 MAX_QUEUED = 1_000_000  # metric points kept through an outage; the oldest go first past it, with a warning
 FIRST_RETRY_S, MAX_RETRY_S = 1.0, 30.0
 METRICS_PER_CALL = 1000  # MLflow's log_batch limit
@@ -62,8 +65,8 @@ class _Op:
 class TrackerThread:
     """Runs one tracker's calls in order on a daemon thread, retrying failed ones with backoff."""
 
-    def __init__(self, tracker: Tracker, warn: Warn) -> None:
-        self.tracker, self.warn = tracker, warn
+    def __init__(self, tracker: Tracker, notify: Notify) -> None:
+        self.tracker, self.notify = tracker, notify
         self.ops: deque[_Op] = deque()
         self.queued_points = 0
         self.lock = threading.Condition()
@@ -83,8 +86,11 @@ class TrackerThread:
         self.submit(_Op("stop"))
         self.thread.join(timeout_s)
         if self.thread.is_alive():
-            self.warn(f"{self.tracker.kind}: {self.queued_points} metric point(s) and the end of the run were not "
-                      f"sent within {timeout_s:.0f} s ({self.failing or 'still sending'})")  # fmt: skip
+            self._warn(f"{self.tracker.kind}: {self.queued_points} metric point(s) and the end of the run were not "
+                       f"sent within {timeout_s:.0f} s ({self.failing or 'still sending'})")  # fmt: skip
+
+    def _warn(self, message: str) -> None:
+        self.notify("warning", message, {})
 
     def _drop_oldest_points(self) -> None:
         dropped = 0
@@ -94,7 +100,7 @@ class TrackerThread:
             self.queued_points -= len(self.ops[index].payload)
             del self.ops[index]
         if dropped:
-            self.warn(f"{self.tracker.kind}: unreachable for long; the oldest {dropped} metric point(s) were dropped")
+            self._warn(f"{self.tracker.kind}: unreachable for long; the oldest {dropped} metric point(s) were dropped")
 
     def _next(self) -> _Op:
         """The next op; consecutive metric ops are merged into one call of up to METRICS_PER_CALL points."""
@@ -141,26 +147,30 @@ class TrackerThread:
         if op.name == "metrics":
             with self.lock:
                 self.queued_points -= len(op.payload)
+        if op.name == "start":
+            link = self.tracker.link()
+            where = link.get("url") or link.get("run_id") or link.get("log_dir") or ""
+            self.notify("info", f"{self.tracker.kind}: logging to {where}".rstrip(), {"tracker": link})
         if self.failing is not None:
             self.failing = None
-            self.warn(f"{self.tracker.kind}: reachable again; the metrics kept meanwhile are being sent")
+            self._warn(f"{self.tracker.kind}: reachable again; the metrics kept meanwhile are being sent")
         return True
 
     def _failed(self, op: _Op, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         if self.failing is None:
             self.failing = reason
-            self.warn(f"{self.tracker.kind}: {op.name} failed ({_redact(reason)}); training goes on, and the "
-                      "metrics are kept and sent once it answers")  # fmt: skip
+            self._warn(f"{self.tracker.kind}: {op.name} failed ({_redact(reason)}); training goes on, and the "
+                       "metrics are kept and sent once it answers")  # fmt: skip
         log.debug("tracker %s: %s failed", self.tracker.kind, op.name, exc_info=exc)
 
 
 class Trackers:
     """Every tracker of a job. Fed by `TrackerCallback` during training and by the pipeline at the end."""
 
-    def __init__(self, trackers: Iterable[Tracker], warn: Warn) -> None:
+    def __init__(self, trackers: Iterable[Tracker], notify: Notify) -> None:
         self.trackers = list(trackers)
-        self.threads = [TrackerThread(t, warn) for t in self.trackers]
+        self.threads = [TrackerThread(t, notify) for t in self.trackers]
 
     def __bool__(self) -> bool:
         return bool(self.trackers)
@@ -381,7 +391,7 @@ BUILDERS: dict[str, Callable[[Any, Path], Tracker]] = {
 PACKAGES = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}
 
 
-class TrackerUnavailable(ValueError):
+class TrackerUnavailable(UserInputError):
     """The spec asks for a tracker whose package this machine does not have."""
 
 
@@ -397,14 +407,39 @@ def check_trackers(integrations: list[Integration]) -> None:
         )
 
 
-def open_trackers(spec: JobSpec, output_dir: Path, warn: Warn) -> Trackers:
+def open_trackers(spec: JobSpec, output_dir: Path, notify: Notify) -> Trackers:
     """The job's trackers, each started on its own thread (a tracker that cannot even be built is a warning)."""
     trackers: list[Tracker] = []
     for integration in spec.integrations:
         try:
             trackers.append(BUILDERS[integration.type](integration, output_dir))
         except Exception as exc:  # same policy as a tracker that is down: the training goes on
-            warn(f"{integration.type}: cannot be set up ({_redact(f'{type(exc).__name__}: {exc}')}); not logged")
-    opened = Trackers(trackers, warn)
+            reason = _redact(f"{type(exc).__name__}: {exc}")
+            notify("warning", f"{integration.type}: cannot be set up ({reason}); not logged", {})
+    opened = Trackers(trackers, notify)
     opened.start(spec)
     return opened
+
+
+REPORT_ARTIFACTS = ("report.json", "report.md", "eval_items.json")
+
+
+def log_notice(level: str, message: str, data: dict[str, Any]) -> None:
+    """Notices of an unsupervised run (`lingudistill train`): to the log, warnings shown by default."""
+    (log.warning if level == "warning" else log.info)(message)
+
+
+@contextmanager
+def job_trackers(spec: JobSpec, output_dir: Path, notify: Notify, *, enabled: bool = True) -> Iterator[Trackers]:
+    """The trackers for the length of a job: at its end they get the report and its plots, and the run is closed
+    as finished, or as failed when the job raised."""
+    trackers = open_trackers(spec, output_dir, notify) if enabled and spec.integrations else Trackers([], notify)
+    succeeded = False
+    try:
+        yield trackers
+        succeeded = True
+    finally:
+        if trackers:
+            plots = sorted(output_dir.glob("*.svg")) if output_dir.is_dir() else []
+            trackers.log_artifacts([*(output_dir / name for name in REPORT_ARTIFACTS), *plots])
+            trackers.close(succeeded)

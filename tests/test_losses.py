@@ -76,6 +76,89 @@ def test_chunked_matches_naive_in_value_and_gradient(
     assert chunked.total.item() > 0
 
 
+SHARED = 31  # the teacher knows ids 0..30; the student's head has V = 40 rows
+
+
+def extended_vocab_batch(teacher_rows: int, seed: int = 0) -> dict[str, Any]:
+    """A student head of V rows over a teacher head of `teacher_rows` (>= SHARED, padding rows past it); KD rows
+    keep targets inside the shared ids, and a few CE-only rows have targets among the student's extra ids."""
+    batch = make_batch(seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    batch["teacher_head"] = torch.randn(teacher_rows, HT, generator=g)
+    labels = batch["labels"]
+    labels[batch["kd_mask"] & (labels >= SHARED)] %= SHARED
+    extra = ~batch["kd_mask"]
+    labels[extra] = torch.randint(SHARED, V, (int(extra.sum()),), generator=g)
+    return batch
+
+
+@pytest.mark.parametrize("teacher_rows", [SHARED, 36, V, 48])
+@pytest.mark.parametrize("divergence,beta", [("forward_kl", 0.5), ("reverse_kl", 0.5), ("jsd", 0.3)])
+@pytest.mark.parametrize("chunk_size", [1, 4, 64])
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_chunked_matches_naive_over_the_shared_vocabulary(
+    teacher_rows: int, divergence: str, beta: float, chunk_size: int, softcap: float | None
+) -> None:
+    """A student whose vocabulary extends the teacher's: KD over the shared ids, CE over all, chunked == naive."""
+    batch = extended_vocab_batch(teacher_rows)
+    opts = options(divergence=divergence, beta=beta, temperature=1.5, chunk_size=chunk_size, shared_vocab=SHARED)
+    opts |= {"student_softcap": softcap, "teacher_softcap": softcap}
+    chunked, grad_hidden, grad_head = loss_and_grads(chunked_distill_loss, batch, scale=1.3, **opts)
+    naive, ref_grad_hidden, ref_grad_head = loss_and_grads(naive_distill_loss, batch, scale=1.3, **opts)
+    for got, want in [
+        (chunked.total, naive.total),
+        (chunked.per_token_ce, naive.per_token_ce),
+        (chunked.per_token_kd, naive.per_token_kd),
+        (grad_hidden, ref_grad_hidden),
+        (grad_head, ref_grad_head),
+    ]:
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert chunked.kd_sum > 0 and torch.all(grad_head[SHARED:] != 0), "CE must still train the extra rows"
+
+
+def test_kd_over_the_shared_vocabulary_renormalises_both_distributions() -> None:
+    """D is the divergence of the two softmaxes over ids 0..SHARED-1, whatever the other rows hold."""
+    batch = extended_vocab_batch(48)
+    parts, _, _ = loss_and_grads(naive_distill_loss, batch, shared_vocab=SHARED, temperature=2.0)
+    rows = batch["kd_mask"]
+    student = (batch["student_hidden"] @ batch["student_head"].T)[rows, :SHARED]
+    teacher = (batch["teacher_hidden"] @ batch["teacher_head"].T)[rows, :SHARED]
+    expected = token_divergence(student, teacher, "forward_kl", 0.5, 2.0)
+    torch.testing.assert_close(parts.per_token_kd[rows], expected.detach())
+
+
+def test_equal_shared_rows_give_zero_kd_whatever_the_extra_rows_hold() -> None:
+    """Identity 1 with extended vocabularies: equal hidden states and equal heads on the shared ids give KD = 0,
+    though the student has extra rows and the teacher untrained padding rows of its own."""
+    batch = extended_vocab_batch(48)
+    teacher_head = torch.randn(48, H, generator=torch.Generator().manual_seed(5))
+    teacher_head[:SHARED] = batch["student_head"].detach()[:SHARED]
+    batch |= {"teacher_hidden": batch["student_hidden"].detach(), "teacher_head": teacher_head}
+    batch["kd_mask"][:] = True
+    batch["labels"][batch["labels"] >= SHARED] = 0
+    for divergence in ("forward_kl", "reverse_kl", "jsd"):
+        parts, _, _ = loss_and_grads(chunked_distill_loss, batch, divergence=divergence, shared_vocab=SHARED)
+        assert parts.kd_sum <= 1e-7, divergence
+    batch["teacher_head"] = teacher_head[:V]
+    parts, _, _ = loss_and_grads(chunked_distill_loss, batch)
+    assert parts.kd_sum > 1e-3, "over all V rows the rows past the shared ids differ, so KD would not be 0"
+
+
+def test_kd_rows_with_targets_outside_the_shared_vocabulary_are_refused() -> None:
+    batch = extended_vocab_batch(SHARED)
+    batch["kd_mask"][:] = True
+    with pytest.raises(ValueError, match="outside the 31 shared ids"):
+        chunked_distill_loss(**batch, **options(shared_vocab=SHARED))
+
+
+@pytest.mark.parametrize("shared,teacher_rows", [(41, V), (0, V), (SHARED, 30), (None, 48)])
+def test_inconsistent_vocabularies_are_rejected(shared: int | None, teacher_rows: int) -> None:
+    batch = make_batch()
+    batch["teacher_head"] = torch.randn(teacher_rows, HT)
+    with pytest.raises(ValueError):
+        chunked_distill_loss(**batch, **options(shared_vocab=shared))
+
+
 def test_per_token_losses_are_zero_exactly_where_masked() -> None:
     batch = make_batch()
     parts, _, _ = loss_and_grads(chunked_distill_loss, batch)

@@ -1,4 +1,5 @@
-"""The toy world: its artefacts load, and the LinguDistill job on it recovers language while keeping vision."""
+"""The toy world: its artefacts load, the evaluated knowledge is held out from the recovery text, and the
+LinguDistill job on it recovers language while keeping vision."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from lingudistill.evaluation import load_suite
 from lingudistill.models.compat import check_compatibility
 from lingudistill.models.loading import load_student, load_teacher
 from lingudistill.spec import load_spec
-from lingudistill.toy import build_toy_world
+from lingudistill.toy import ToyWorld, build_toy_world
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,29 @@ def test_the_toy_world_artefacts_load(world: Path) -> None:
     assert vision and all(item.image is not None for item in vision)
 
 
+def test_no_evaluated_fact_appears_in_the_recovery_text(world: Path) -> None:
+    folder = world.parent
+    recovery_text = " ".join(
+        f"{row['prompt']} {row['response']}"
+        for row in map(json.loads, (folder / "data" / "text.jsonl").read_text().splitlines())
+    ).split()
+    words = set(recovery_text)
+    evaluated = [json.loads(line) for line in (folder / "eval" / "language.jsonl").read_text().splitlines()]
+    toy = ToyWorld.make()
+    for item in evaluated:
+        assert item["question"] not in " ".join(recovery_text), item["question"]
+        answer = item["answer"].split()
+        if answer[:3] == ["the", "capital", "of"]:  # "the capital of <country> is <capital> ."
+            country, capital = answer[3], answer[5]
+            assert toy.capitals[country] == capital
+            assert capital not in words, f"the held-out capital {capital} appears in the recovery text"
+        else:  # "<a> plus <b> equals <sum> ."
+            assert " ".join(answer[:3]) not in " ".join(recovery_text), item["answer"]
+    taught = [json.loads(line) for line in (folder / "eval" / "taught.jsonl").read_text().splitlines()]
+    assert len(evaluated) >= 50 and len(taught) >= 50
+    assert all(item["answer"].split()[-2] in words for item in taught), "the taught suite is stated by the text"
+
+
 def test_the_job_recovers_language_and_keeps_vision(world: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["train", str(world), "--output", str(tmp_path / "job")])
     assert result.exit_code == 0, result.output
@@ -59,3 +83,4 @@ def test_the_job_recovers_language_and_keeps_vision(world: Path, tmp_path: Path)
     assert {gate["name"]: gate["passed"] for gate in report["gates"]} == {"min_recovery": True, "max_vision_drop": True}
     assert report["passed"] is True
     assert vision["drop"] <= 0.05
+    assert list((tmp_path / "job" / "checkpoints").iterdir()), "a finished toy job has a checkpoint to list"

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from lingudistill import trackers
 from lingudistill.spec import JobSpec
 from lingudistill.trackers import TrackerUnavailable, check_trackers, open_trackers
+from tests.engine.conftest import tiny_job  # noqa: F401 - fixture
 
 
 def spec(*integrations: dict) -> JobSpec:
@@ -34,6 +35,17 @@ def spec(*integrations: dict) -> JobSpec:
         "integrations": list(integrations),
     }
     return JobSpec.model_validate(body)
+
+
+class Notices(list):
+    """Collects (level, message, data) from the trackers; `warnings` are the messages of level warning."""
+
+    def __call__(self, level: str, message: str, data: dict) -> None:
+        self.append((level, message, data))
+
+    @property
+    def warnings(self) -> list[str]:
+        return [message for level, message, _ in self if level == "warning"]
 
 
 def records(steps: range) -> list[dict]:
@@ -97,17 +109,18 @@ def test_mlflow_gets_the_spec_every_step_the_scores_and_the_report(
     mlflow_server: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-    warnings: list[str] = []
-    opened = open_trackers(spec({"type": "mlflow", "experiment": "repairs"}), tmp_path, warnings.append)
+    notices = Notices()
+    opened = open_trackers(spec({"type": "mlflow", "experiment": "repairs"}), tmp_path, notices)
     for record in records(range(1, 6)):
         opened.log_record(record)
     opened.log_record({"step": 5, "eval/knowledge": 0.75})
     (tmp_path / "report.md").write_text("# report\n")
     opened.log_artifacts([tmp_path / "report.md"])
     opened.close(succeeded=True)
-    assert warnings == []
+    assert notices.warnings == []
 
     [link] = opened.links()
+    assert notices == [("info", f"mlflow: logging to {link['url']}", {"tracker": link})]
     client = mlflow_client(mlflow_server.url)
     run = client.get_run(link["run_id"])
     assert run.data.params["training.lr"] == "2e-05" and run.data.params["name"] == "tracked"
@@ -125,9 +138,9 @@ def test_an_mlflow_outage_is_one_warning_and_its_metrics_arrive_later(
     host = server.url.replace("http://", "http://ops:s3cret@")  # credentials in the URI never reach a message
     monkeypatch.setenv("MLFLOW_TRACKING_URI", host)
     monkeypatch.setattr(trackers, "MAX_RETRY_S", 2.0)
-    warnings: list[str] = []
+    notices = Notices()
     try:
-        opened = open_trackers(spec({"type": "mlflow", "experiment": "outage"}), tmp_path, warnings.append)
+        opened = open_trackers(spec({"type": "mlflow", "experiment": "outage"}), tmp_path, notices)
         opened.log_record(records(range(1, 2))[0])
         server.stop()
         for record in records(range(2, 7)):
@@ -140,9 +153,10 @@ def test_an_mlflow_outage_is_one_warning_and_its_metrics_arrive_later(
         assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]
     finally:
         server.stop()
+    warnings = notices.warnings
     assert len([w for w in warnings if "failed" in w]) == 1, warnings
     assert any("reachable again" in w for w in warnings)
-    assert not any("s3cret" in w for w in warnings)
+    assert not any("s3cret" in str(notice) for notice in notices)
 
 
 def wandb_records(path: Path) -> Iterator[bytes]:
@@ -170,12 +184,12 @@ def wandb_records(path: Path) -> Iterator[bytes]:
 def test_wandb_offline_files_hold_the_config_and_every_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    warnings: list[str] = []
-    opened = open_trackers(spec({"type": "wandb", "project": "repairs"}), tmp_path, warnings.append)
+    notices = Notices()
+    opened = open_trackers(spec({"type": "wandb", "project": "repairs"}), tmp_path, notices)
     for record in records(range(1, 5)):
         opened.log_record(record)
     opened.close(succeeded=True)
-    assert warnings == []
+    assert notices.warnings == []
 
     from wandb.proto import wandb_internal_pb2
 
@@ -197,7 +211,7 @@ def test_wandb_offline_files_hold_the_config_and_every_step(tmp_path: Path, monk
 def test_tensorboard_event_files_hold_every_step_and_the_spec(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    opened = open_trackers(spec({"type": "tensorboard"}), tmp_path, print)
+    opened = open_trackers(spec({"type": "tensorboard"}), tmp_path, Notices())
     for record in records(range(1, 4)):
         opened.log_record(record)
     opened.close(succeeded=True)
@@ -221,3 +235,29 @@ def test_a_tracker_package_missing_on_the_worker_is_named_before_training(monkey
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(TrackerUnavailable, match="wandb requested but not installed"):
         check_trackers(spec({"type": "wandb", "project": "p"}, {"type": "tensorboard"}).integrations)
+
+
+def test_a_job_logs_every_step_to_mlflow_and_tensorboard(
+    mlflow_server: MlflowServer,
+    tiny_job: Path,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """lingudistill train's one runner: the trackers get the spec, every optimiser step and the end of the run."""
+    import yaml
+
+    from lingudistill.pipeline import run_job
+    from lingudistill.spec import load_spec
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    body = yaml.safe_load(tiny_job.read_text())
+    body["integrations"] = [{"type": "mlflow", "experiment": "tiny-jobs"}, {"type": "tensorboard"}]
+    tiny_job.write_text(yaml.safe_dump(body))
+    notices = Notices()
+    output = tiny_job.parent / "out"
+    run_job(load_spec(tiny_job), output, notify=notices)
+    assert notices.warnings == []
+    client = mlflow_client(mlflow_server.url)
+    [run] = client.search_runs([client.get_experiment_by_name("tiny-jobs").experiment_id])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_kd")] == list(range(1, 7))
+    assert run.info.status == "FINISHED" and run.data.params["method.kv_sharing"] == "prompt"
+    assert list((output / "tensorboard").glob("events.out.tfevents.*"))

@@ -37,6 +37,7 @@ from lingudistill.events import (
     Evaluating,
     Event,
     Failed,
+    Notice,
     Pulse,
     Step,
     Supervision,
@@ -306,6 +307,8 @@ class Attempt:
                 self._flush_metrics()
                 self.last_progress = None
                 self._move(S.evaluating)
+            case Notice(level=level, message=message, data=data):
+                self._event("notice", {"level": level, "message": message, **data})
             case Done():
                 self.done = event
             case Failed():

@@ -21,7 +21,7 @@ from service.storage import Storage, copy_to_file, file_sha256
 from service.storage_layout import artifact_key, checkpoint_prefix, model_prefix
 
 log = logging.getLogger(__name__)
-REPORT_FILES = ("report.json", "report.md", "metrics.jsonl", "eval_before.json", "spec.json")
+REPORT_FILES = ("report.json", "report.md", "metrics.jsonl", "eval_before.json", "eval_items.json", "spec.json")
 PLOT_SUFFIXES = (".png", ".svg", ".html")
 
 

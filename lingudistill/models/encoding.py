@@ -98,6 +98,12 @@ class Encoder:
         has_labels = bool((example.labels != IGNORE).any())
         if not has_labels:
             raise DataError(f"{record.source} {record.origin}: no assistant token survived tokenisation")
+        limit = self.adapter.distilled_prompt_limit() if self.adapter is not None and example.distill else None
+        if limit is not None and example.prompt_length > limit[0]:
+            raise DataError(
+                f"{record.source} {record.origin}: the prompt is {example.prompt_length} tokens (images included), "
+                f"longer than {limit[1]}"
+            )
         if example.prompt_length >= self.max_seq_len:
             raise DataError(
                 f"{record.source} {record.origin}: the prompt is {example.prompt_length} tokens (images included), "

@@ -84,6 +84,7 @@ def build_gemma3(
         eoi_token_index=tokenizer.convert_tokens_to_ids(EOI),
         image_token_index=tokenizer.convert_tokens_to_ids(SOFT),
         tie_word_embeddings=False,
+        initializer_range=PEAKED_INIT,  # the lm_head takes the outer config's range: 0.02 gives near-uniform logits
     )
     torch.manual_seed(seed)
     student = Gemma3ForConditionalGeneration(config)

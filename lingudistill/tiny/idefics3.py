@@ -25,14 +25,15 @@ from transformers import (
     SmolVLMVisionConfig,
 )
 
-from lingudistill.tiny.common import TINY_TEXT, save_teacher
-from lingudistill.tiny.tokenizer import DEFAULT_WORDS, build_tokenizer
+from lingudistill.tiny.common import TINY_TEXT, save_teacher, tiny_vocab
+from lingudistill.tiny.tokenizer import DEFAULT_WORDS
 
 TILE = 32
 PATCH_SIZE = 8
 SCALE_FACTOR = 2
 IMAGE_SEQ_LEN = (TILE // PATCH_SIZE) ** 2 // SCALE_FACTOR**2
 SPECIALS = (
+    "<image>",
     "<fake_token_around_image>",
     "<global-img>",
     "<end_of_utterance>",
@@ -49,11 +50,18 @@ def build_idefics3(
     seed: int = 0,
     text_overrides: dict | None = None,
     teacher_matches_student: bool = True,
+    extended_vocab: bool = False,
 ) -> tuple[Path, Path]:
-    """Save a tiny Idefics3 (flavour="idefics3") or SmolVLM ("smolvlm") student and its Llama teacher."""
-    tokenizer = build_tokenizer(words, image_placeholder="<image>", extra_specials=SPECIALS)
+    """Save a tiny Idefics3 (flavour="idefics3") or SmolVLM ("smolvlm") student and its Llama teacher.
+
+    extended_vocab: SmolVLM over SmolLM2: <image>, the row/column and the other image tokens are appended to the
+    teacher's tokenizer (49280 over 49152), and each lm_head has its own tokenizer's rows."""
+    vocab = tiny_vocab(
+        words, image_placeholder="<image>", student_only=SPECIALS, rows="tokenizer" if extended_vocab else "same"
+    )
+    tokenizer = vocab.student
     text_config = LlamaConfig(
-        **{**TINY_TEXT, "vocab_size": len(tokenizer), **(text_overrides or {})},
+        **{**TINY_TEXT, "vocab_size": vocab.student_rows, **(text_overrides or {})},
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -97,5 +105,6 @@ def build_idefics3(
             chat_template=tokenizer.chat_template,
         )
         processor.save_pretrained(student_dir)
-    save_teacher(text_config, tokenizer, teacher_dir, student if teacher_matches_student else None, seed + 1)
+    teacher = student if teacher_matches_student else None
+    save_teacher(text_config, vocab.teacher, teacher_dir, teacher, seed + 1, vocab_rows=vocab.teacher_rows)
     return student_dir, teacher_dir

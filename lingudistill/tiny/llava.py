@@ -16,8 +16,8 @@ from transformers import (
     SiglipImageProcessorPil,
 )
 
-from lingudistill.tiny.common import TINY_TEXT, save_teacher, tiny_siglip
-from lingudistill.tiny.tokenizer import DEFAULT_WORDS, build_tokenizer
+from lingudistill.tiny.common import TINY_TEXT, save_teacher, tiny_siglip, tiny_vocab
+from lingudistill.tiny.tokenizer import DEFAULT_WORDS
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
@@ -54,10 +54,15 @@ def build_llava(
     seed: int = 0,
     text_overrides: dict | None = None,
     teacher_matches_student: bool = True,
+    extended_vocab: bool = False,
 ) -> tuple[Path, Path]:
-    """Save a tiny LLaVA student to folder/student and its teacher LM to folder/teacher."""
-    tokenizer = build_tokenizer(words, image_placeholder="<image>")
-    text_kwargs = {**TINY_TEXT, "vocab_size": len(tokenizer), **(text_overrides or {})}
+    """Save a tiny LLaVA student to folder/student and its teacher LM to folder/teacher.
+
+    extended_vocab: LLaVA-1.5 over Vicuna: <image> appended to the teacher's tokenizer and the student's lm_head
+    padded past it (32064 rows over 32000)."""
+    vocab = tiny_vocab(words, image_placeholder="<image>", rows="padded" if extended_vocab else "same")
+    tokenizer = vocab.student
+    text_kwargs = {**TINY_TEXT, "vocab_size": vocab.student_rows, **(text_overrides or {})}
     text_config = (LlamaConfig if decoder == "llama" else Qwen2Config)(
         **text_kwargs,
         pad_token_id=tokenizer.pad_token_id,
@@ -70,5 +75,6 @@ def build_llava(
     student_dir, teacher_dir = folder / "student", folder / "teacher"
     student.save_pretrained(student_dir)
     processor.save_pretrained(student_dir)
-    save_teacher(text_config, tokenizer, teacher_dir, student if teacher_matches_student else None, seed + 1)
+    teacher = student if teacher_matches_student else None
+    save_teacher(text_config, vocab.teacher, teacher_dir, teacher, seed + 1, vocab_rows=vocab.teacher_rows)
     return student_dir, teacher_dir

@@ -21,8 +21,8 @@ from transformers import (
     SiglipImageProcessorPil,
 )
 
-from lingudistill.tiny.common import TINY_TEXT, save_teacher, tiny_siglip
-from lingudistill.tiny.tokenizer import DEFAULT_WORDS, build_tokenizer
+from lingudistill.tiny.common import TINY_TEXT, save_teacher, tiny_siglip, tiny_vocab
+from lingudistill.tiny.tokenizer import DEFAULT_WORDS
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
@@ -37,9 +37,14 @@ def build_paligemma(
     seed: int = 0,
     text_overrides: dict | None = None,
     teacher_matches_student: bool = True,
+    extended_vocab: bool = False,
 ) -> tuple[Path, Path]:
-    """Save a tiny PaliGemma student to folder/student and its teacher LM to folder/teacher."""
-    tokenizer = build_tokenizer(words, image_placeholder="<image>")
+    """Save a tiny PaliGemma student to folder/student and its teacher LM to folder/teacher.
+
+    extended_vocab: PaliGemma over Gemma: <image> and the processor's location/segmentation tokens are appended to
+    the teacher's tokenizer (257216 over 256000); otherwise the teacher shares the student's tokenizer."""
+    vocab = tiny_vocab(words, image_placeholder="<image>", rows="tokenizer" if extended_vocab else "same")
+    tokenizer = vocab.student
     tokenizer._set_model_specific_special_tokens({"image_token": "<image>"})
     processor = PaliGemmaProcessor(  # adds the <loc....>/<seg...> tokens to the tokenizer
         image_processor=SiglipImageProcessorPil(
@@ -49,8 +54,14 @@ def build_paligemma(
     )
     text_kwargs = {**TINY_TEXT, "vocab_size": len(tokenizer)}
     if decoder == "gemma2":
-        # Gemma2 alternates sliding and global layers; no attention-logit softcap (SDPA has none).
-        text_kwargs.update(sliding_window=64, attn_logit_softcapping=None, final_logit_softcapping=30.0)
+        # Gemma2 alternates sliding and global layers; no attention-logit softcap (SDPA has none). Its default
+        # query_pre_attn_scalar (256) would scale the tiny head's scores by 1/16 and flatten the attention.
+        text_kwargs.update(
+            sliding_window=64,
+            attn_logit_softcapping=None,
+            final_logit_softcapping=30.0,
+            query_pre_attn_scalar=TINY_TEXT["head_dim"],
+        )
     text_kwargs.update(text_overrides or {})
     text_config = (GemmaConfig if decoder == "gemma" else Gemma2Config)(
         **text_kwargs,
@@ -75,5 +86,6 @@ def build_paligemma(
     student_dir, teacher_dir = folder / "student", folder / "teacher"
     student.save_pretrained(student_dir)
     processor.save_pretrained(student_dir)
-    save_teacher(teacher_config, tokenizer, teacher_dir, student if teacher_matches_student else None, seed + 1)
+    teacher = student if teacher_matches_student else None
+    save_teacher(teacher_config, vocab.teacher, teacher_dir, teacher, seed + 1, vocab_rows=len(vocab.teacher))
     return student_dir, teacher_dir

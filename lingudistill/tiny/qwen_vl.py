@@ -23,8 +23,8 @@ from transformers import (
 )
 
 from lingudistill.models.families.qwen_vl import QwenVLAdapter, image_only_processor_class
-from lingudistill.tiny.common import TINY_TEXT, save_teacher
-from lingudistill.tiny.tokenizer import DEFAULT_WORDS, build_tokenizer
+from lingudistill.tiny.common import TINY_TEXT, save_teacher, tiny_vocab
+from lingudistill.tiny.tokenizer import DEFAULT_WORDS
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -124,17 +124,26 @@ def build_qwen_vl(
     seed: int = 0,
     text_overrides: dict | None = None,
     teacher_matches_student: bool = True,
+    extended_vocab: bool = False,
 ) -> tuple[Path, Path]:
-    """Save a tiny Qwen-VL student of `family` to folder/student and its teacher LM to folder/teacher."""
+    """Save a tiny Qwen-VL student of `family` to folder/student and its teacher LM to folder/teacher.
+
+    extended_vocab: Qwen2-VL over Qwen2: the vision tokens are appended to the teacher's tokenizer (151657 over
+    151646 tokens), and both lm_heads have the same rows, padded past both tokenizers (151936)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown Qwen-VL family {family!r}; one of {', '.join(FAMILIES)}")
-    tokenizer: PreTrainedTokenizerFast = build_tokenizer(
-        words, image_placeholder=IMAGE_PLACEHOLDER, extra_specials=(VIDEO_TOKEN,)
+    vision_tokens = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", VIDEO_TOKEN)
+    vocab = tiny_vocab(
+        words,
+        image_placeholder=IMAGE_PLACEHOLDER,
+        student_only=vision_tokens,
+        rows="equal" if extended_vocab else "same",
     )
+    tokenizer: PreTrainedTokenizerFast = vocab.student
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>")}
     text = {
         **TINY_TEXT,
-        "vocab_size": len(tokenizer),
+        "vocab_size": vocab.student_rows,
         "pad_token_id": tokenizer.pad_token_id,
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
@@ -159,5 +168,6 @@ def build_qwen_vl(
     student.save_pretrained(student_dir)
     processor.save_pretrained(student_dir)
     teacher_config = teacher_text_config(family, config.get_text_config(decoder=True))
-    save_teacher(teacher_config, tokenizer, teacher_dir, student if teacher_matches_student else None, seed + 1)
+    teacher = student if teacher_matches_student else None
+    save_teacher(teacher_config, vocab.teacher, teacher_dir, teacher, seed + 1, vocab_rows=vocab.teacher_rows)
     return student_dir, teacher_dir

@@ -34,12 +34,26 @@ class LinguDistillMethod(BaseModel):
         default_factory=list,
         description="Dataset ids of multimodal sources: trained with cross-entropy, not distilled.",
     )
+    resources: dict[str, Any] = Field(
+        default_factory=dict, description="The job spec's `resources` (queue, gpus, priority, max_runtime_s)."
+    )
 
 
 class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["lingudistill"]
     lingudistill: LinguDistillMethod
+
+
+class Integration(BaseModel):
+    """OpenAI's `{type, <type>: {...}}` shape: `{"type": "wandb", "wandb": {"project": ...}}`, and the same for
+    mlflow ({experiment, run_name}) and tensorboard ({}). Endpoints and keys are the operator's, never here."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["mlflow", "wandb", "tensorboard"]
+    mlflow: dict[str, Any] | None = None
+    wandb: dict[str, Any] | None = None
+    tensorboard: dict[str, Any] | None = None
 
 
 class CreateFineTuningJob(BaseModel):
@@ -52,6 +66,7 @@ class CreateFineTuningJob(BaseModel):
     suffix: str | None = Field(None, max_length=64, description="Names the job (`ft-<suffix>`).")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     metadata: dict[str, str] | None = None
+    integrations: list[Integration] = Field(default_factory=list, max_length=8)
     validation_file: None = Field(None, description="Not supported: evaluation suites go in a job spec (/v1/jobs).")
     hyperparameters: None = Field(None, description="Deprecated by OpenAI: use method.lingudistill.hyperparameters.")
 

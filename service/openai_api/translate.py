@@ -21,6 +21,7 @@ from service.openai_api.schemas import (
     FineTuningJobEvent,
     FineTuningStatus,
     Hyperparameters,
+    Integration,
     JobError,
 )
 
@@ -36,7 +37,8 @@ STATUSES: dict[JobStatus, FineTuningStatus] = {
     JobStatus.cancelled: "cancelled",
 }
 # Where a JobSpec field came from in the create request, for the `param` of an error.
-_PARAMS = {"student": "model", "teacher": "method.lingudistill.teacher", "mixture": "training_file", "name": "suffix"}
+_PARAMS = {"student": "model", "teacher": "method.lingudistill.teacher", "mixture": "training_file", "name": "suffix",
+           "integrations": "integrations", "resources": "method.lingudistill.resources"}  # fmt: skip
 _LEVELS = {"info": "info", "warning": "warn", "error": "error"}
 
 
@@ -58,7 +60,9 @@ def job_spec(request: CreateFineTuningJob) -> JobSpec:
         "mixture": mixture,
         "method": method,
         "training": training,
+        "resources": options.resources,
         "metadata": request.metadata or {},
+        "integrations": [_integration(item) for item in request.integrations],
     }
     try:
         return JobSpec.model_validate(body)
@@ -71,6 +75,21 @@ def request_field(error: FieldError) -> FieldError:
     """A field error about the JobSpec, relocated to the create request's field it came from."""
     loc = tuple(error.loc[1:] if error.loc[:1] == ["body"] else error.loc)
     return FieldError(loc=["body", *_param(loc).split(".")], msg=error.msg)
+
+
+def _integration(item: Integration) -> dict[str, Any]:
+    """OpenAI's {type, <type>: {...}} as the spec's integration; W&B's `name` is the spec's `run_name`."""
+    options = dict(getattr(item, item.type) or {})
+    if item.type == "wandb" and "name" in options:
+        options["run_name"] = options.pop("name")
+    return {"type": item.type, **options}
+
+
+def _integration_out(item: dict[str, Any]) -> dict[str, Any]:
+    options = {k: v for k, v in item.items() if k != "type" and v is not None}
+    if item["type"] == "wandb" and "run_name" in options:
+        options["name"] = options.pop("run_name")
+    return {"type": item["type"], item["type"]: options}
 
 
 def _hyperparameters(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -137,6 +156,7 @@ def fine_tuning_job(job: JobOut) -> FineTuningJob:
         status=STATUSES[job.status],
         training_file=distilled.uri.removeprefix("dataset://"),
         estimated_finish=_estimated_finish(job),
+        integrations=[_integration_out(i.model_dump(mode="json")) for i in spec.integrations],
         metadata=job.metadata or None,
         method={
             "type": "lingudistill",

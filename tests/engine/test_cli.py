@@ -102,3 +102,34 @@ def test_bad_spec_field_is_named(tiny_job, change, fragment):
     result = _run("train", str(tiny_job), "--output", str(tiny_job.parent / "out"))
     _assert_user_error(result, fragment)
     assert not (tiny_job.parent / "out").exists()
+
+
+def _teacher_with_rope_theta(folder, theta: float):
+    """A copy of the tiny job's teacher whose rope base differs from the student's decoder."""
+    config = AutoConfig.from_pretrained(folder / "teacher")
+    config.rope_parameters = {**config.rope_parameters, "rope_theta": theta}
+    save_teacher(config, build_tokenizer(), folder / "rope-teacher", None, seed=0)
+
+
+@pytest.mark.parametrize("command", ["validate", "train"])
+def test_a_rope_mismatch_is_refused_by_name(tiny_job, command):
+    folder = tiny_job.parent
+    _teacher_with_rope_theta(folder, 500_000.0)
+    _edit_spec(tiny_job, teacher="rope-teacher")
+    args = [command, str(tiny_job)] + (["--output", str(folder / "out")] if command == "train" else [])
+    result = _run(*args)
+    theta = ('"rope_theta": 10000.0', '"rope_theta": 500000.0')
+    _assert_user_error(result, "rope: student", *theta, "allow_rope_mismatch")
+    assert not (folder / "out").exists()
+
+
+def test_an_allowed_rope_mismatch_validates_with_a_warning(tiny_job):
+    folder = tiny_job.parent
+    _teacher_with_rope_theta(folder, 500_000.0)
+    spec = yaml.safe_load(tiny_job.read_text())
+    spec["teacher"] = "rope-teacher"
+    spec["method"]["allow_rope_mismatch"] = True
+    tiny_job.write_text(yaml.safe_dump(spec))
+    with pytest.warns(UserWarning, match="rope: student .* allowed by method.allow_rope_mismatch"):
+        result = _run("validate", str(tiny_job))
+    assert result.exit_code == 0, result.output

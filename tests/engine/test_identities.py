@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lingudistill.kv_sharing import KVDonor
 from tests.engine.identity import (
     FAMILIES,
     Tiny,
@@ -16,6 +17,7 @@ from tests.engine.identity import (
     assert_prompt_identity,
     assert_wrong_positions_break_identity,
     causal_token_types,
+    images_after_the_prompt,
     kd_of,
     load_pair,
     perturb_decoder,
@@ -45,6 +47,25 @@ def test_identical_decoders_give_zero_kd_in_prompt_mode(tiny):
 @families(ALL)
 def test_wrong_teacher_positions_break_the_identity(tiny):
     assert_wrong_positions_break_identity(*tiny.pair)
+
+
+@families(ALL)
+def test_identity_holds_with_images_in_several_user_turns(tiny):
+    """Identity 1 when a later user turn holds an image: the teacher's continuation takes the student's K/V at
+    those image tokens (PaliGemma lays every image out in its prefix, so there the cache holds them all)."""
+    if tiny.student.adapter.name != "paligemma":
+        assert images_after_the_prompt(tiny.student, tiny.later_turns) > 0
+    assert_prompt_identity(tiny.student, tiny.teacher, tiny.later_turns)
+    assert_wrong_positions_break_identity(tiny.student, tiny.teacher, tiny.later_turns)
+
+
+@families([name for name in ALL if not name.startswith("paligemma")])
+def test_later_turn_images_need_the_students_kv(tiny, monkeypatch):
+    """Sensitivity of the hand-over after the prompt: a teacher that keeps its own K/V at later image tokens (it
+    reads its pad embedding there) is far from the student."""
+    monkeypatch.setattr(KVDonor, "__call__", lambda self, module, key, value: (key, value))
+    kd, _, _ = kd_of(tiny.student, tiny.teacher, tiny.later_turns, "prompt")
+    assert kd > 1e-2, f"KD {kd}: the later-turn hand-over is untested"
 
 
 @families(EXACT_VISUAL)

@@ -8,7 +8,9 @@ from lingudistill.errors import UserInputError
 from lingudistill.models.families.base import FamilyAdapter
 from lingudistill.models.families.gemma3 import Gemma3Adapter
 from lingudistill.models.families.idefics3 import Idefics3Adapter, SmolVLMAdapter
+from lingudistill.models.families.internvl import InternVLAdapter
 from lingudistill.models.families.llava import LlavaAdapter
+from lingudistill.models.families.llava_next import LlavaNextAdapter
 from lingudistill.models.families.llava_onevision import LlavaOnevisionAdapter
 from lingudistill.models.families.paligemma import PaliGemmaAdapter
 from lingudistill.models.families.qwen_vl import Qwen3VLAdapter, QwenVLAdapter
@@ -22,6 +24,8 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     LlavaOnevisionAdapter,
     QwenVLAdapter,
     Qwen3VLAdapter,
+    InternVLAdapter,
+    LlavaNextAdapter,
 )
 
 
@@ -33,7 +37,7 @@ def adapter_for(config: Any) -> FamilyAdapter:
     model_type = getattr(config, "model_type", None)
     for adapter in ADAPTERS:
         if model_type in adapter.model_types:
-            return adapter()
+            return adapter(config)
     supported = sorted(t for a in ADAPTERS for t in a.model_types)
     raise UnsupportedModel(f"student model_type {model_type!r} is not supported; supported: {', '.join(supported)}")
 

@@ -24,6 +24,10 @@ class FamilyAdapter:
     # Keys of the processor's output that the student's forward consumes besides input ids and the mask.
     image_input_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
 
+    def __init__(self, config: Any = None) -> None:
+        """config: the student's model config, for the questions that depend on it (None: the defaults)."""
+        self.config = config
+
     # --- where things live ---------------------------------------------------------------------------------
     def decoder(self, model: PreTrainedModel) -> nn.Module:
         return model.model.language_model
@@ -100,6 +104,11 @@ class FamilyAdapter:
             **options,
             **self.processor_kwargs(),
         )
+
+    def distilled_prompt_limit(self) -> tuple[int, str] | None:
+        """The longest prompt (image tokens included) whose hand-over to the teacher is exact, and why; None when
+        any length is. Distilled records with a longer prompt are refused with the record's source and line."""
+        return None
 
     def image_token_ids(self, model_config: Any) -> list[int]:
         """Token ids that stand for image content (removed from the teacher's input in `off` mode)."""

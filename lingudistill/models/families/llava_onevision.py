@@ -65,16 +65,23 @@ class LlavaOnevisionAdapter(FamilyAdapter):
         return ImageOnlyLlavaOnevisionProcessor.from_pretrained(location, trust_remote_code=False, **kwargs)
 
     def collate_images(self, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        batched = collate_anyres(examples)
         rows = [ex for ex in examples if "pixel_values" in ex]
-        if not rows:
-            return {}
-        tiles = max(ex["pixel_values"].shape[1] for ex in rows)
-        pixels = []
-        for ex in rows:
-            values = ex["pixel_values"]
-            pad = values.new_zeros((values.shape[0], tiles - values.shape[1], *values.shape[2:]))
-            pixels.append(torch.cat([values, pad], dim=1))
-        batched = {"pixel_values": torch.cat(pixels), "image_sizes": torch.cat([ex["image_sizes"] for ex in rows])}
-        if all("batch_num_images" in ex for ex in rows):
+        if batched and all("batch_num_images" in ex for ex in rows):
             batched["batch_num_images"] = torch.cat([torch.as_tensor(ex["batch_num_images"]) for ex in rows])
         return batched
+
+
+def collate_anyres(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Anyres images [n_images, n_tiles, 3, H, W] of several examples: the tile dimension padded with zeros (the
+    model reads each image's real tiles back from image_sizes), images and image_sizes concatenated."""
+    rows = [ex for ex in examples if "pixel_values" in ex]
+    if not rows:
+        return {}
+    tiles = max(ex["pixel_values"].shape[1] for ex in rows)
+    pixels = []
+    for ex in rows:
+        values = ex["pixel_values"]
+        pad = values.new_zeros((values.shape[0], tiles - values.shape[1], *values.shape[2:]))
+        pixels.append(torch.cat([values, pad], dim=1))
+    return {"pixel_values": torch.cat(pixels), "image_sizes": torch.cat([ex["image_sizes"] for ex in rows])}

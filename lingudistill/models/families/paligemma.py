@@ -18,7 +18,8 @@ After collation every prompt ends at the shared index P - 1, so token_type_ids a
 KV sharing, `prompt` mode: exact. The teacher's first query is the last prefix token S = P - 1, which in the
 student sees the whole prefix [0, S] and in the teacher sees its cache [0, S) and itself; later suffix tokens are
 causal in both. (PaliGemma2's sliding layers: the student's prefix tokens see the whole prefix whatever the
-window, the teacher's query at S only its window, so prompt mode is exact when the prefix fits in the window.)
+window, the teacher's query at S only its window, so prompt mode is exact when the prefix fits in the window:
+`distilled_prompt_limit` refuses longer distilled prefixes.)
 
 `visual` modes are not exact: the student's text prefix tokens attend to later prefix tokens, the teacher's run
 causally over its own embeddings, so even with equal decoders their K/V at donated-to positions differ.
@@ -39,6 +40,17 @@ IMAGE_TOKEN = "<image>"
 class PaliGemmaAdapter(FamilyAdapter):
     name = "paligemma"
     model_types = ("paligemma",)
+
+    def distilled_prompt_limit(self) -> tuple[int, str] | None:
+        text = self.config.get_text_config(decoder=True) if self.config is not None else None
+        window = getattr(text, "sliding_window", None)
+        if window is None or "sliding_attention" not in (getattr(text, "layer_types", None) or ()):
+            return None
+        reason = (
+            f"the decoder's sliding window of {window} tokens: the student's bidirectional prefix sees past it, the "
+            "teacher's continuation cannot, so KV sharing would be inexact; shorten the prompt or set distill: false"
+        )
+        return int(window), reason
 
     # --- inputs ---------------------------------------------------------------------------------------------
     def position_ids(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
