@@ -35,6 +35,7 @@ class StreamLimits:
 
 # --- what an event says to a person -----------------------------------------------------------------------------
 Level = Literal["info", "warning", "error"]
+_LEVELS: dict[str, Level] = {"info": "info", "warning": "warning", "warn": "warning", "error": "error"}
 _STATUS_LEVELS: dict[str, Level] = {"failed": "error", "cancelling": "warning", "cancelled": "warning"}
 
 
@@ -128,6 +129,9 @@ _DESCRIBE: dict[str, tuple[Level, Callable[[dict[str, Any]], str]]] = {
 
 
 def describe(type: str, data: dict[str, Any]) -> tuple[Level, str]:
+    if type == "notice":  # a notice (a tracker's run link, an outage) carries its own level and message
+        level = _LEVELS.get(str(data.get("level", "info")).lower(), "info")
+        return level, str(data.get("message", ""))
     if type == "status":
         return _STATUS_LEVELS.get(str(data.get("status")), "info"), _status_text(data)
     level, text = _DESCRIBE.get(type, ("info", lambda d: type.replace("_", " ").capitalize()))

@@ -24,6 +24,8 @@ from service.jobs.events import describe
          "No progress for 600 s at step 12; the training process is stopped."),
         ("upload_retry", {"try": 2, "error": "OSError: reset"}, "warning",
          "Upload attempt 2 failed, retrying: OSError: reset"),
+        ("notice", {"level": "warning", "message": "MLflow unreachable; metrics are kept"}, "warning",
+         "MLflow unreachable; metrics are kept"),
         ("something_new", {"x": 1}, "info", "Something new"),
     ],
 )  # fmt: skip
