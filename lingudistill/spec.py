@@ -58,7 +58,9 @@ class MixtureSource(StrictModel):
     distill: bool = Field(
         False, description="Language-intensive source: apply the KD term here when kd_sources is 'selective'."
     )
-    max_records: int | None = Field(None, ge=1, description="Use at most this many records of the source.")
+    max_records: int | None = Field(
+        None, ge=1, le=10**12, description="Use at most this many records of the source (at most 10^12)."
+    )
 
 
 class MethodSpec(StrictModel):
@@ -126,7 +128,7 @@ class TrainingSpec(StrictModel):
 class EvalSuite(StrictModel):
     name: Name = Field(description="Suite name as shown in the report.")
     uri: Uri = Field(description="JSONL of {question, choices, answer, image?} or {question, answer, image?}.")
-    max_items: int | None = Field(None, ge=1, description="Evaluate at most this many items.")
+    max_items: int | None = Field(None, ge=1, le=10**12, description="Evaluate at most this many items.")
 
 
 class GatesSpec(StrictModel):
@@ -152,7 +154,7 @@ class HarnessSpec(StrictModel):
     include_path: Uri | None = Field(
         None, description="A local folder of task YAMLs (a path or file://; relative to the spec's folder)."
     )
-    limit: int | None = Field(None, ge=1, description="Score at most this many documents per task.")
+    limit: int | None = Field(None, ge=1, le=10**9, description="Score at most this many documents per task.")
 
     @field_validator("tasks")
     @classmethod
@@ -176,7 +178,9 @@ class EvaluationSpec(StrictModel):
     harness: HarnessSpec | None = Field(
         None, description="lm-evaluation-harness tasks, scored and reported like the language suites."
     )
-    every: int | None = Field(None, ge=1, description="Also evaluate every N steps (None: only at the end).")
+    every: int | None = Field(
+        None, ge=1, le=10_000_000, description="Also evaluate every N steps (None: only at the end)."
+    )
     batch_size: int = Field(16, ge=1, le=4096, description="Evaluation batch size.")
     gates: GatesSpec = Field(default_factory=GatesSpec)
     control: bool = Field(
@@ -205,7 +209,9 @@ class ResourcesSpec(StrictModel):
         "gpu", description="Worker queue (one per GPU kind)."
     )
     priority: int = Field(5, ge=0, le=9, description="Queue priority, 9 is most urgent.")
-    max_runtime_s: int | None = Field(None, ge=60, description="Hard wall-clock limit of one attempt.")
+    max_runtime_s: int | None = Field(
+        None, ge=60, le=366 * 86400, description="Hard wall-clock limit of one attempt (at most a year)."
+    )
 
 
 TrackerName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]

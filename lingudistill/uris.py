@@ -31,6 +31,12 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _HF_URI = re.compile(
     r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?)(?:@(?P<revision>[^#\s]+))?(?:#(?P<split>\S+))?$"
 )
+# A revision is a commit sha, a branch or a tag (refs/pr/1 and refs/convert/parquet included): slash-separated
+# parts of letters, digits, '.', '_' and '-', none starting with '.', and no '..' anywhere, so it can never walk
+# out of a cache folder named after it. A split is what `datasets` accepts: words joined by dots.
+_HF_REVISION = re.compile(r"^(?!.*\.\.)[A-Za-z0-9_-][\w.-]*(?:/[A-Za-z0-9_-][\w.-]*)*$")
+_HF_SPLIT = re.compile(r"^\w+(?:\.\w+)*$")
+_HF_REVISION_MAX = 255
 _S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,62})(?:/(?P<key>.*))?$")
 _DOWNLOAD_ATTEMPTS = 3
 
@@ -63,7 +69,12 @@ def parse_hf_uri(uri: str) -> tuple[str, str | None, str | None]:
     match = _HF_URI.match(uri)
     if not match:
         raise ValueError(f"not a valid hf:// URI: {uri!r}; expected hf://org/name[@revision][#split]")
-    return match.group("repo"), match.group("revision"), match.group("split")
+    revision, split = match.group("revision"), match.group("split")
+    if revision is not None and (len(revision) > _HF_REVISION_MAX or not _HF_REVISION.match(revision)):
+        raise ValueError(f"not a valid revision in {uri!r}: use a commit sha, a branch or a tag name")
+    if split is not None and not _HF_SPLIT.match(split):
+        raise ValueError(f"not a valid split in {uri!r}: use a split name such as train or validation")
+    return match.group("repo"), revision, split
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,9 +52,37 @@ def create_app(
     for router in (jobs_router, datasets_router, ops_router, webhooks_router, keys_router, openai_router):
         app.include_router(router)
     app.include_router(ui_router)  # the web UI at /ui (issue 6): static files; the page calls the API above
+    install_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(PrometheusMiddleware)
     return app
+
+
+BEARER_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API key (`ldk_...`) from `lingudistill keys create` or POST /v1/keys.",
+}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """The generated schema plus the Bearer scheme, required on every route that declares a 401 (the routes
+    `problem_responses` marks as authenticated), so generated clients send the key."""
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {})["securitySchemes"] = {"bearerAuth": BEARER_SCHEME}
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    if "401" in operation.get("responses", {}):
+                        operation["security"] = [{"bearerAuth": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_env() -> FastAPI:

@@ -13,7 +13,7 @@ from service.auth import Principal
 from service.dispatch import DispatchBuffer, Dispatcher
 from service.errors import Forbidden, RateLimited, Unauthorized
 from service.keys.service import authenticate
-from service.ratelimit import RateLimiter
+from service.ratelimit import RateLimiter, count_auth_failure, refuse_if_failing
 from service.settings import Settings
 from service.storage import Storage
 
@@ -69,9 +69,15 @@ def _bearer(request: Request) -> str:
 
 
 def get_principal(request: Request, state: StateDep, session: SessionDep) -> Principal:
-    principal = authenticate(session, _bearer(request))
-    if principal is None:
-        raise Unauthorized("unknown or revoked API key")
+    address = request.client.host if request.client else "unknown"
+    refuse_if_failing(state.limiter, address)  # before the lookup: a flood of bad keys never reaches the database
+    try:
+        principal = authenticate(session, _bearer(request))
+        if principal is None:
+            raise Unauthorized("unknown or revoked API key")
+    except Unauthorized:
+        count_auth_failure(state.limiter, address)
+        raise
     wait = state.limiter.acquire(principal.key_id)
     if wait > 0:
         raise RateLimited(state.limiter.retry_after_s(wait))

@@ -54,6 +54,17 @@ def celery_broker_config(settings: Settings) -> dict[str, Any]:
 EMBEDDED_QUEUE = "gpu"  # the embedded workers' queue (worker settings' default)
 
 
+def broker_queue(settings: Settings, queue: str) -> str:
+    """The queue a job's wake-up goes to. The embedded default is one machine whose workers read one queue: a
+    spec's GPU kind names nothing there."""
+    return queue if settings.broker_url else EMBEDDED_QUEUE
+
+
+def broker_honours_priority(settings: Settings) -> bool:
+    """Only Redis is set up to serve by priority (celery_broker_config); other brokers are first in, first out."""
+    return settings.broker_url_resolved.startswith(("redis://", "rediss://"))
+
+
 def broker_priority(priority: int, broker_url: str) -> int:
     """Redis treats 0 as the most urgent priority; the spec says 9 is."""
     return 9 - priority if broker_url.startswith(("redis", "rediss")) else priority
@@ -66,14 +77,13 @@ class CeleryDispatcher:
         self.app = Celery("lingudistill-api", set_as_current=False)
         self.app.conf.update(celery_broker_config(settings), task_create_missing_queues=True)
         self.broker_url = settings.broker_url_resolved
-        # The embedded default is one machine whose workers read one queue: a spec's GPU kind names nothing there.
-        self.single_queue = None if settings.broker_url else EMBEDDED_QUEUE
+        self.settings = settings
 
     def send(self, wakeup: Wakeup) -> None:
         self.app.send_task(
             RUN_JOB_TASK,
             args=[wakeup.job_id],
-            queue=self.single_queue or wakeup.queue,
+            queue=broker_queue(self.settings, wakeup.queue),
             priority=broker_priority(wakeup.priority, self.broker_url),
         )
 

@@ -1,4 +1,4 @@
-"""Per-API-key token buckets.
+"""Per-API-key token buckets, and per-address buckets of failed authentications.
 
 With Redis (a redis:// broker, or LINGUDISTILL_RATE_LIMIT_REDIS_URL) the buckets live in Redis and every API
 process and replica takes from the same bucket, so a key gets its limit once however many processes serve it.
@@ -20,6 +20,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from service.errors import RateLimited
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 class RateLimiter(Protocol):
     def acquire(self, key: str) -> float:
         """Take one token for `key`: 0 if allowed, else the seconds to wait before the next one."""
+        ...
+
+    def peek(self, key: str) -> float:
+        """Like acquire, but take nothing: 0 if a token is there, else the seconds until one is."""
         ...
 
     def retry_after_s(self, wait: float) -> int:
@@ -53,13 +58,19 @@ class TokenBucketLimiter:
 
     def acquire(self, key: str) -> float:
         """Take one token for `key`: 0 if allowed, else the seconds to wait before the next one."""
+        return self._step(key, take=True)
+
+    def peek(self, key: str) -> float:
+        return self._step(key, take=False)
+
+    def _step(self, key: str, take: bool) -> float:
         now = self.clock()
         with self._lock:
             bucket = self._buckets.setdefault(key, _Bucket(float(self.burst), now))
             bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
             bucket.updated = now
             if bucket.tokens >= 1:
-                bucket.tokens -= 1
+                bucket.tokens -= 1 if take else 0
                 return 0.0
             return (1 - bucket.tokens) / self.rate
 
@@ -67,12 +78,14 @@ class TokenBucketLimiter:
         return max(1, math.ceil(wait))
 
 
-# One atomic step on a bucket hash {tokens, updated (microseconds)}. Redis's own clock, so the API hosts' clocks
-# do not matter. The key expires when the bucket would be full again: an idle key is the same as a missing one.
+# One atomic step on a bucket hash {tokens, updated (microseconds)}: ARGV[3] 'take' takes a token, 'peek' only
+# looks (and writes nothing when a token is there). Redis's own clock, so the API hosts' clocks do not matter. The
+# key expires when the bucket would be full again: an idle key is the same as a missing one.
 # The wait is returned as a string because Redis truncates a Lua number reply to an integer.
 _TAKE_TOKEN_LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local take = ARGV[3] == 'take'
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
@@ -80,10 +93,12 @@ local tokens = tonumber(bucket[1]) or burst
 local updated = tonumber(bucket[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - updated) / 1000000 * rate)
 local wait = 0
-if tokens >= 1 then
-    tokens = tokens - 1
-else
+if tokens < 1 then
     wait = (1 - tokens) / rate
+elseif not take then
+    return '0'
+else
+    tokens = tokens - 1
 end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'updated', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000))
@@ -111,8 +126,14 @@ class RedisTokenBucketLimiter:
 
     def acquire(self, key: str) -> float:
         """Take one token for `key`: 0 if allowed (or Redis is unreachable), else the seconds to wait."""
+        return self._step(key, "take")
+
+    def peek(self, key: str) -> float:
+        return self._step(key, "peek")
+
+    def _step(self, key: str, mode: str) -> float:
         try:
-            wait = self._take_token(keys=[KEY_PREFIX + key], args=[self.rate, self.burst])
+            wait = self._take_token(keys=[KEY_PREFIX + key], args=[self.rate, self.burst, mode])
         except redis.RedisError as error:
             self._warn_failing_open(error)
             return 0.0
@@ -126,6 +147,28 @@ class RedisTokenBucketLimiter:
         if now - self._warned_at >= WARN_EVERY_S:
             self._warned_at = now
             log.warning("rate limiter: Redis unreachable, allowing requests without a limit: %s", error)
+
+
+# --- requests that fail authentication ---------------------------------------------------------------------------
+# A bad or missing key has no bucket of its own, so failures are counted per client address, in the same kind of
+# bucket. The address is checked BEFORE the key is looked up: once it has spent its failures, its requests are
+# refused without touching the database, whatever key they carry. Successes take nothing from it, so clients
+# sharing an address (NAT) are not slowed by each other's valid requests. Behind a proxy every client has the
+# proxy's address; run uvicorn with --proxy-headers and --forwarded-allow-ips so the client's own is used.
+
+
+def auth_failure_key(address: str) -> str:
+    return f"auth-failures:{address}"
+
+
+def refuse_if_failing(limiter: RateLimiter, address: str) -> None:
+    wait = limiter.peek(auth_failure_key(address))
+    if wait > 0:
+        raise RateLimited(limiter.retry_after_s(wait))
+
+
+def count_auth_failure(limiter: RateLimiter, address: str) -> None:
+    limiter.acquire(auth_failure_key(address))
 
 
 def make_limiter(settings: Settings) -> RateLimiter:

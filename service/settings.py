@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Automatic attempts of a job before it fails.")
     sse_poll_interval_s: float = Field(0.5, gt=0, description="How often an event stream polls the database.")
     sse_max_duration_s: float = Field(3600.0, gt=0, description="A stream closes after this; clients resume.")
+    sse_keepalive_s: float = Field(15.0, gt=0, description="An idle event stream sends a comment line this often.")
     embedded_workers: int = Field(1, ge=0, description="In-process workers of `serve` without a broker.")
 
     # webhooks (issue 7); targets obey allow_private_network above, at registration and at every delivery

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,7 +20,15 @@ from service.errors import FieldError
 from service.settings import Settings
 
 Resolver = Callable[[str], list[str]]
-DatasetExists = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    kind: str  # training or evaluation
+    status: str  # ready or invalid
+
+
+DatasetLookup = Callable[[str], DatasetRef | None]  # the tenant's dataset by id, or None
 NETWORK_SCHEMES = {"http", "https", "ftp", "ws", "wss"}
 
 
@@ -31,11 +40,9 @@ def resolve_host(host: str) -> list[str]:
     return sorted({info[4][0] for info in infos})
 
 
-def spec_uris(spec: JobSpec) -> Iterator[tuple[list[str | int], str]]:
-    """(location in the body, uri) for every URI in the spec. Harness task YAMLs may import Python (`!function`), so
-    their include_path obeys the same local-root rule as every other local path."""
-    for field in spec.uri_fields():
-        yield ["body", *field.path], field.uri
+# The roles of JobSpec.uri_fields() a dataset:// may fill; the dataset's kind must be the role (a mixture source
+# trains, a suite evaluates). A model or a harness folder is never a dataset.
+DATASET_KINDS = {"training", "evaluation"}
 
 
 def is_internal_address(address: str) -> bool:
@@ -54,32 +61,44 @@ def _numeric_host(host: str) -> str | None:
 
 
 class UriPolicy:
-    def __init__(self, settings: Settings, dataset_exists: DatasetExists, resolver: Resolver | None = None) -> None:
+    def __init__(self, settings: Settings, find_dataset: DatasetLookup, resolver: Resolver | None = None) -> None:
         self.settings = settings
-        self.dataset_exists = dataset_exists
+        self.find_dataset = find_dataset
         self.resolver = resolver or resolve_host
 
     def violations(self, spec: JobSpec) -> list[FieldError]:
         errors = []
-        for loc, uri in spec_uris(spec):
-            problem = self.check(uri)
+        for field in spec.uri_fields():
+            problem = self.check(field.uri, dataset_kind=field.role if field.role in DATASET_KINDS else None)
             if problem:
-                errors.append(FieldError(loc=loc, msg=f"{uri!r}: {problem}"))
+                errors.append(FieldError(loc=["body", *field.path], msg=f"{field.uri!r}: {problem}"))
         return errors
 
-    def check(self, uri: str) -> str | None:
-        """Why `uri` is refused, or None."""
+    def check(self, uri: str, dataset_kind: str | None = "training") -> str | None:
+        """Why `uri` is refused, or None. A dataset:// must be a ready dataset of `dataset_kind` (None: no dataset
+        may be named there), so a spec the worker would fail on is refused at submission."""
         scheme = uri_scheme(uri)
         if scheme not in self.settings.allowed_schemes:
             return f"scheme '{scheme}' is not allowed (allowed: {', '.join(self.settings.allowed_schemes)})"
-        checker = {"dataset": self._dataset, "s3": self._s3, "hf": self._hf, "file": self._local}.get(scheme)
+        if scheme == "dataset":
+            return self._dataset(uri, dataset_kind)
+        checker = {"s3": self._s3, "hf": self._hf, "file": self._local}.get(scheme)
         if checker is not None:
             return checker(uri)
         return self._network(uri)
 
-    def _dataset(self, uri: str) -> str | None:
+    def _dataset(self, uri: str, kind: str | None) -> str | None:
         dataset_id = uri.removeprefix("dataset://").strip("/")
-        return None if dataset_id and self.dataset_exists(dataset_id) else "no such dataset"
+        dataset = self.find_dataset(dataset_id) if dataset_id else None
+        if dataset is None:
+            return "no such dataset"
+        if kind is None:
+            return "a dataset cannot be used as a model"
+        if dataset.kind != kind:
+            return f"this field needs a dataset of kind '{kind}', not '{dataset.kind}' (upload it with kind={kind})"
+        if dataset.status != "ready":
+            return "the dataset is invalid (see its problems); fix it and upload it again"
+        return None
 
     def _s3(self, uri: str) -> str | None:
         try:

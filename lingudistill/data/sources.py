@@ -117,7 +117,9 @@ def _check_row(source: str, row: _Row, decode_images: bool) -> Problem | None:
     try:
         record = parse_record(row.value, source=source, origin=row.origin, base_dir=row.base_dir)
         for ref in record.images:
-            if decode_images:
+            # an inline image is decoded even when no image is fetched: it is in the record already, and only
+            # decoding (under load_image's pixel bound) finds a decompression bomb or a broken file (issue 15)
+            if decode_images or ref.kind == "data":
                 load_image(ref)
             elif ref.kind == "path" and not Path(ref.value).is_file():
                 raise DataError(f"image {ref.value} does not exist")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, defer
@@ -107,17 +107,6 @@ def count_active_dispatched(session: Session, tenant_id: str, cap: int | None = 
 
 def tenant_max_active_jobs(session: Session, tenant_id: str) -> int | None:
     return session.scalar(select(Tenant.max_active_jobs).where(Tenant.id == tenant_id))
-
-
-def queue_position(session: Session, job: Job) -> int:
-    """Dispatched queued jobs ahead of `job` on its queue: higher priority first, then older first."""
-    ahead = or_(
-        Job.priority > job.priority,
-        and_(Job.priority == job.priority, Job.created_at < job.created_at),
-        and_(Job.priority == job.priority, Job.created_at == job.created_at, Job.id < job.id),
-    )
-    stmt = select(func.count()).where(Job.queue == job.queue, Job.status == S.queued, Job.held_reason.is_(None), ahead)
-    return session.scalar(stmt) or 0
 
 
 def count_by_status(session: Session) -> dict[str, int]:
@@ -545,3 +534,64 @@ def dispatchable_held_jobs(session: Session, default_limit: int, per_tenant: int
         )
         released += [QueuedJob(r.id, r.queue, r.priority) for r in session.execute(stmt)]
     return released
+
+
+# --- queue position and estimated start (issue 15) ------------------------------------------------------------
+# The broker decides the order, so the position follows it: with Redis each queue is served by priority, then in
+# the order the wake-ups were sent (dispatched_at); the embedded broker is one first-in-first-out queue for every
+# job, whatever its spec names. `queue=None` means that single queue.
+
+
+@dataclass(frozen=True)
+class QueueAhead:
+    total: int  # dispatched queued jobs the broker hands out before this one (every tenant's: a count only)
+    own: int  # of which this job's tenant's
+
+
+def queue_ahead(session: Session, job: Job, queue: str | None, by_priority: bool) -> QueueAhead:
+    waiting = [Job.status == S.queued, Job.dispatched_at.is_not(None), Job.id != job.id]
+    if queue is not None:
+        waiting.append(Job.queue == queue)
+    if job.dispatched_at is not None:  # a held job is behind every dispatched one
+        sent_before = or_(
+            Job.dispatched_at < job.dispatched_at, and_(Job.dispatched_at == job.dispatched_at, Job.id < job.id)
+        )
+        ahead = or_(Job.priority > job.priority, and_(Job.priority == job.priority, sent_before))
+        waiting.append(ahead if by_priority else sent_before)
+    own = func.sum(case((Job.tenant_id == job.tenant_id, 1), else_=0))
+    total, mine = session.execute(select(func.count(), own).where(*waiting)).one()
+    return QueueAhead(total=total or 0, own=mine or 0)
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    started_at: datetime | None
+    step: int | None
+    total_steps: int | None
+    step_time_s: float | None
+
+
+def running_jobs(session: Session, queue: str | None) -> list[RunningJob]:
+    """Jobs holding a worker slot on `queue` (None: any), for how soon a slot frees up."""
+    stmt = select(Job.started_at, Job.step, Job.total_steps, Job.step_time_s).where(
+        Job.status.in_([*ACTIVE_STATUSES, S.cancelling])
+    )
+    if queue is not None:
+        stmt = stmt.where(Job.queue == queue)
+    return [RunningJob(*row) for row in session.execute(stmt.limit(1000))]
+
+
+def recent_run_durations(session: Session, queue: str | None, limit: int = 20) -> list[float]:
+    """Seconds from start to end of the last `limit` succeeded jobs on `queue` (None: any)."""
+    stmt = select(Job.started_at, Job.finished_at).where(
+        Job.status == S.succeeded, Job.started_at.is_not(None), Job.finished_at.is_not(None)
+    )
+    if queue is not None:
+        stmt = stmt.where(Job.queue == queue)
+    rows = session.execute(stmt.order_by(Job.finished_at.desc()).limit(limit))
+    return [max((_aware(end) - _aware(start)).total_seconds(), 0.0) for start, end in rows]
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

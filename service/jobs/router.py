@@ -6,17 +6,19 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, Field
 
 from lingudistill.spec import JobSpec
 from service.deps import BufferDep, PrincipalDep, SessionDep, StateDep
+from service.downloads import StoredFile, download_responses, file_response
 from service.errors import FieldError, InvalidParameter, NotFound, problem_responses
 from service.idempotency import service as idempotency
 from service.jobs import repository, service
-from service.jobs.events import event_stream, parse_last_event_id
-from service.jobs.schemas import CheckpointList, EventOut, EventPage, JobOut, JobPage, MetricsOut, ModelOut
+from service.jobs.events import StreamLimits, event_stream, event_view
+from service.jobs.schemas import CheckpointList, EventPage, JobOut, JobPage, MetricsOut, ModelOut
 from service.lifecycle import JobStatus
+from service.params import Int64, Step
 from service.storage import InvalidKey, clean_key
 from service.storage_layout import artifacts_prefix
 
@@ -133,13 +135,28 @@ def retry_job(
     return service.detailed_view(session, job, state.settings)
 
 
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A page of events (JSON), or with `Accept: text/event-stream` a live stream",
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "string"},
+                "example": 'retry: 2000\nid: 7\nevent: status\ndata: {"id": 7, "type": "status", ...}\n\n'
+                ": keep-alive\n",
+            }
+        },
+    }
+}
+
+
 @router.get(
     "/{job_id}/events",
     response_model=EventPage,
-    responses=problem_responses(404),
+    responses={**SSE_RESPONSE, **problem_responses(404)},
     summary="The job's event log",
     description="JSON pages by event id (`after`, `limit`). With `Accept: text/event-stream` the events stream live "
-    "as SSE (`id` is the event id), resume after `Last-Event-ID`, and the stream ends once the job is final.",
+    "as SSE (`id` is the event id, `data` the event as JSON), resume after `Last-Event-ID`, and the stream ends once "
+    "the job is final or the API key is revoked. Keep-alives are comment lines.",
 )
 def job_events(
     job_id: JobId,
@@ -147,18 +164,19 @@ def job_events(
     session: SessionDep,
     principal: PrincipalDep,
     state: StateDep,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[Int64 | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[Int64 | None, Header(description="SSE: resume after this event id.")] = None,
 ) -> Any:
     job = service.load_job(session, principal, job_id)
     if "text/event-stream" in request.headers.get("accept", ""):
-        start = parse_last_event_id(last_event_id) or after
+        start = last_event_id if last_event_id is not None else after
         settings = state.settings
-        stream = event_stream(state.sessions, job.id, start, settings.sse_poll_interval_s, settings.sse_max_duration_s)
+        limits = StreamLimits(settings.sse_poll_interval_s, settings.sse_max_duration_s, settings.sse_keepalive_s)
+        stream = event_stream(state.sessions, job.id, principal.key_id, start, limits)
         return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     events = repository.list_events(session, job.id, after, limit + 1)  # one more: are there more after this page?
-    items = [EventOut.model_validate(e, from_attributes=True) for e in events[:limit]]
+    items = [event_view(e) for e in events[:limit]]
     return EventPage(items=items, next_cursor=items[-1].id if items else after, has_more=len(events) > limit)
 
 
@@ -176,8 +194,8 @@ def job_metrics(
     session: SessionDep,
     principal: PrincipalDep,
     names: Annotated[list[str] | None, Query()] = None,
-    step_min: Annotated[int | None, Query(ge=0)] = None,
-    step_max: Annotated[int | None, Query(ge=0)] = None,
+    step_min: Annotated[Step | None, Query()] = None,
+    step_max: Annotated[Step | None, Query()] = None,
     max_points: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> MetricsOut:
     series = service.metric_series(session, principal, job_id, names or [], step_min, step_max, max_points)
@@ -196,28 +214,29 @@ def job_checkpoints(job_id: JobId, session: SessionDep, principal: PrincipalDep,
     return service.checkpoint_list(session, principal, job_id, state.storage, state.settings.presigned_url_expiry_s)
 
 
-FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/octet-stream": {}}, "description": "The file"},
-    **problem_responses(404),
-}
-
-
-def stream_file(ref: service.CheckpointFileRef, state: Any) -> StreamingResponse:
-    """A stored file with its length and sha256, so a client verifies what it received."""
-    headers = {"Content-Length": str(ref.size), "X-Checksum-Sha256": ref.sha256, "ETag": f'"{ref.sha256}"'}
-    return StreamingResponse(state.storage.iter_bytes(ref.key), media_type="application/octet-stream", headers=headers)
+def stored_file(ref: service.CheckpointFileRef) -> StoredFile:
+    """A checkpoint or model file with its sha256, so a client verifies what it received."""
+    return StoredFile(key=ref.key, size=ref.size, sha256=ref.sha256)
 
 
 @router.get(
     "/{job_id}/checkpoints/{step}/files/{path:path}",
     response_class=StreamingResponse,
-    responses=FILE_RESPONSES,
-    summary="Download one checkpoint file (local storage)",
+    responses=download_responses(),
+    summary="Download one checkpoint file (local storage); HEAD and Range supported",
 )
+@router.head("/{job_id}/checkpoints/{step}/files/{path:path}", include_in_schema=False)
 def checkpoint_file(
-    job_id: JobId, step: int, path: str, session: SessionDep, principal: PrincipalDep, state: StateDep
-) -> StreamingResponse:
-    return stream_file(service.checkpoint_file(session, principal, job_id, step, path, state.storage), state)
+    job_id: JobId,
+    step: Step,
+    path: str,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    state: StateDep,
+) -> Response:
+    ref = service.checkpoint_file(session, principal, job_id, step, path, state.storage)
+    return file_response(request, state.storage, stored_file(ref))
 
 
 @router.get(
@@ -235,13 +254,17 @@ def job_model(job_id: JobId, session: SessionDep, principal: PrincipalDep, state
 @router.get(
     "/{job_id}/model/files/{path:path}",
     response_class=StreamingResponse,
-    responses=FILE_RESPONSES,
-    summary="Download one file of the repaired model (local storage)",
+    responses=download_responses(),
+    summary="Download one file of the repaired model (local storage); HEAD and Range supported",
+    description="`Range: bytes=FIRST-` resumes an interrupted download (206); `If-Range` with the ETag (the sha256) "
+    "makes sure the parts are of one file.",
 )
+@router.head("/{job_id}/model/files/{path:path}", include_in_schema=False)
 def model_file(
-    job_id: JobId, path: str, session: SessionDep, principal: PrincipalDep, state: StateDep
-) -> StreamingResponse:
-    return stream_file(service.model_file(session, principal, job_id, path, state.storage), state)
+    job_id: JobId, path: str, request: Request, session: SessionDep, principal: PrincipalDep, state: StateDep
+) -> Response:
+    ref = service.model_file(session, principal, job_id, path, state.storage)
+    return file_response(request, state.storage, stored_file(ref))
 
 
 @router.get(
@@ -308,10 +331,13 @@ def report_files(job_id: JobId, session: SessionDep, principal: PrincipalDep, st
 @router.get(
     "/{job_id}/report/files/{name}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"}, **problem_responses(404)},
-    summary="Download one report file (Markdown, JSON or a plot)",
+    responses=download_responses(*sorted({*ARTIFACT_MEDIA_TYPES.values(), "application/octet-stream"})),
+    summary="Download one report file (Markdown, JSON or a plot); HEAD and Range supported",
 )
-def report_file(job_id: JobId, name: str, session: SessionDep, principal: PrincipalDep, state: StateDep) -> Any:
+@router.head("/{job_id}/report/files/{name}", include_in_schema=False)
+def report_file(
+    job_id: JobId, name: str, request: Request, session: SessionDep, principal: PrincipalDep, state: StateDep
+) -> Response:
     job = service.load_job(session, principal, job_id)
     try:
         key = _artifact_prefix(job.id) + clean_key(name)
@@ -321,9 +347,6 @@ def report_file(job_id: JobId, name: str, session: SessionDep, principal: Princi
         raise ArtifactNotFound(f"job {job_id} has no report file {name!r}")
     media_type = ARTIFACT_MEDIA_TYPES.get(PurePosixPath(name).suffix, "application/octet-stream")
     # sandbox: an SVG or HTML file opened directly never runs script in this origin
-    headers = {
-        "Content-Length": str(state.storage.size(key)),
-        "Content-Security-Policy": "sandbox",
-        "X-Content-Type-Options": "nosniff",
-    }
-    return StreamingResponse(state.storage.iter_bytes(key), media_type=media_type, headers=headers)
+    headers = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+    file = StoredFile(key=key, size=state.storage.size(key), media_type=media_type, headers=headers)
+    return file_response(request, state.storage, file)

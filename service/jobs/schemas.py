@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -22,9 +22,23 @@ class Progress(BaseModel):
 
 
 class QueueInfo(BaseModel):
-    position: int = Field(description="Queued jobs ahead of this one on its queue (0: next).")
+    position: int = Field(
+        description="Queued jobs the broker serves before this one (0: next), every tenant's counted: with Redis "
+        "by priority then submission on the job's queue; on the embedded broker first in, first out on its one "
+        "queue."
+    )
+    own_ahead: int = Field(
+        0, description="Of `position`, this tenant's own jobs. Nothing else of other tenants' jobs is shown."
+    )
     reason: str = Field(description="Why the job is waiting.")
     held: bool = Field(description="True when the job is held back by a tenant limit and not yet dispatched.")
+    queue: str | None = Field(None, description="The broker queue the job waits on (the embedded broker has one).")
+    estimated_start_s: float | None = Field(
+        None,
+        description="Rough seconds until a worker starts it: the soonest running job's end, then the mean run time "
+        "of the queue's last 20 succeeded jobs per job ahead, shared by the busy slots. None without history.",
+    )
+    estimated_start_at: datetime | None = Field(None, description="now + estimated_start_s.")
 
 
 class JobLinks(BaseModel):
@@ -73,6 +87,10 @@ class EventOut(BaseModel):
     job_id: str
     attempt: int
     type: str = Field(description="status, validation, checkpoint, evaluation, error, log, ...")
+    level: Literal["info", "warning", "error"] = Field(
+        "info", description="error: the job failed or cannot go on; warning: it recovers or was stopped."
+    )
+    message: str = Field("", description="One human-readable line; `data` holds the details.")
     data: dict[str, Any]
     created_at: datetime
 

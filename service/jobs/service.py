@@ -6,6 +6,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from lingudistill.spec import JobSpec
 from service.auth import Principal
 from service.datasets import repository as datasets_repository
-from service.dispatch import DispatchBuffer
+from service.dispatch import DispatchBuffer, broker_honours_priority, broker_queue
 from service.errors import (
     CheckpointNotFound,
     InvalidTransition,
@@ -38,10 +39,11 @@ from service.jobs.schemas import (
 )
 from service.lifecycle import ACTIVE_STATUSES, FINAL_STATUSES, JobStatus
 from service.models import Checkpoint, Job, utcnow
+from service.redact import redact_paths
 from service.settings import Settings
 from service.storage import Storage, clean_key
 from service.storage_layout import model_manifest_key, model_prefix
-from service.uri_policy import UriPolicy
+from service.uri_policy import DatasetRef, UriPolicy
 
 
 def load_job(session: Session, principal: Principal, job_id: str) -> Job:
@@ -52,10 +54,11 @@ def load_job(session: Session, principal: Principal, job_id: str) -> Job:
 
 
 def check_uris(session: Session, principal: Principal, spec: JobSpec, settings: Settings) -> None:
-    def dataset_exists(dataset_id: str) -> bool:
-        return datasets_repository.get_dataset(session, principal, dataset_id) is not None
+    def find_dataset(dataset_id: str) -> DatasetRef | None:
+        dataset = datasets_repository.get_dataset_locked(session, principal, dataset_id, exclusive=False)
+        return None if dataset is None else DatasetRef(kind=dataset.kind, status=dataset.status)
 
-    errors = UriPolicy(settings, dataset_exists).violations(spec)
+    errors = UriPolicy(settings, find_dataset).violations(spec)
     if errors:
         raise UriNotAllowed(f"{len(errors)} URI(s) refused by the URI policy", errors=errors)
 
@@ -121,6 +124,7 @@ def retry_job(session: Session, principal: Principal, job_id: str, settings: Set
     job = load_job(session, principal, job_id)
     if job.status not in (JobStatus.failed, JobStatus.cancelled):
         raise InvalidTransition(f"only failed or cancelled jobs can be retried; this one is {job.status.value}")
+    check_uris(session, principal, JobSpec.model_validate(job.spec), settings)  # a dataset may be gone since
     dispatch = _may_dispatch(session, principal, job.tenant_id, settings)
     if not repository.requeue_for_retry(session, job.id, job.attempt + settings.max_attempts, dispatch):
         raise InvalidTransition("the job changed state meanwhile")
@@ -176,13 +180,49 @@ def progress_of(job: Job) -> Progress:
 def queue_info_of(session: Session, job: Job, settings: Settings) -> QueueInfo | None:
     if job.status is not JobStatus.queued:
         return None
-    position = repository.queue_position(session, job)
+    queue = broker_queue(settings, job.queue)
+    shared = None if queue != job.queue else queue  # the embedded broker's one queue holds every job
+    by_priority = broker_honours_priority(settings)
+    ahead = repository.queue_ahead(session, job, shared, by_priority)
+    wait = estimated_wait_s(session, shared, ahead.total)
     if job.held_reason:
         limit = tenant_limit(session, job.tenant_id, settings)
         reason = f"tenant limit of {limit} queued+running jobs reached; dispatched when one finishes"
     else:
-        reason = f"waiting for a worker on queue {job.queue} ({position} job(s) ahead)"
-    return QueueInfo(position=position, reason=reason, held=job.held_reason is not None)
+        order = "by priority, then in order of submission" if by_priority else "first in, first out"
+        reason = f"waiting for a worker on queue {queue} ({ahead.total} job(s) ahead, served {order})"
+    return QueueInfo(
+        position=ahead.total,
+        own_ahead=ahead.own,
+        reason=reason,
+        held=job.held_reason is not None,
+        queue=queue,
+        estimated_start_s=wait,
+        estimated_start_at=None if wait is None else utcnow() + timedelta(seconds=wait),
+    )
+
+
+def estimated_wait_s(session: Session, queue: str | None, ahead: int) -> float | None:
+    """A rough start estimate: the soonest a running job on the queue ends, then one mean run time of its last
+    succeeded jobs per job ahead, shared by the slots now busy. None until a job there has succeeded."""
+    durations = repository.recent_run_durations(session, queue)
+    if not durations:
+        return None
+    mean = sum(durations) / len(durations)
+    running = repository.running_jobs(session, queue)
+    slots = max(len(running), 1)
+    first_free = min((_remaining_s(r, mean) for r in running), default=0.0)
+    return round(first_free + ahead * mean / slots, 1)
+
+
+def _remaining_s(job: repository.RunningJob, mean_s: float) -> float:
+    """Its ETA from progress when known, else what remains of a mean run."""
+    if job.step is not None and job.total_steps and job.step_time_s:
+        return max(job.total_steps - job.step, 0) * job.step_time_s
+    if job.started_at is None:
+        return mean_s
+    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
+    return max(mean_s - (utcnow() - started).total_seconds(), 0.0)
 
 
 def job_view(job: Job, queue_info: QueueInfo | None = None, *, with_spec: bool = True) -> JobOut:
@@ -202,7 +242,7 @@ def job_view(job: Job, queue_info: QueueInfo | None = None, *, with_spec: bool =
         resume_checkpoint_step=job.resume_checkpoint_step,
         cancel_requested_at=job.cancel_requested_at,
         failure_reason=job.failure_reason,
-        failure_message=job.failure_message,
+        failure_message=redact_paths(job.failure_message) if job.failure_message else None,
         created_at=job.created_at,
         updated_at=job.updated_at,
         started_at=job.started_at,

@@ -58,7 +58,7 @@ async def create_file(
     spooled = await datasets.spool_upload(_chunks(file), fmt, state.settings.max_upload_bytes)
     try:
         dataset = await run_in_threadpool(
-            datasets.ingest, session, state.storage, principal, spooled, name, fmt, "training"
+            datasets.ingest, session, state.storage, principal, datasets.Upload(spooled, name, fmt, "training")
         )
     finally:
         shutil.rmtree(spooled.path.parent, ignore_errors=True)

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import session_scope
 from service.models import WebhookAttempt, WebhookEndpoint, new_id, utcnow
+from service.redact import redact_data
 from service.settings import Settings
 from service.webhooks import repository
 from service.webhooks.repository import EventRow
@@ -59,7 +60,7 @@ def webhook_type(row: EventRow) -> str | None:
 def payload_of(row: EventRow, type: str) -> dict[str, Any]:
     event = row.event
     data: dict[str, Any] = {"job_id": event.job_id, "job_name": row.job_name, "event_id": event.id}
-    data |= {"attempt": event.attempt, **event.data}
+    data |= {"attempt": event.attempt, **redact_data(event.data)}  # no worker path leaves in a webhook either
     if type == "job.succeeded":
         data["report_passed"] = row.report_passed
     data["links"] = {"job": f"/v1/jobs/{event.job_id}", "report": f"/v1/jobs/{event.job_id}/report"}

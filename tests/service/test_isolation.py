@@ -97,7 +97,10 @@ def test_every_id_route_is_404_for_another_tenant_and_visible_to_an_admin(make_c
         response = intruder.request(method, url)
         status, code = (403, "forbidden") if (method, template) in ADMIN_ONLY else (404, "not_found")
         assert response.status_code == status, (method, url, response.text)
-        assert error_code(response).endswith(code)
+        if method == "HEAD":  # a HEAD answer has no body
+            assert response.headers["content-type"] == "application/problem+json"
+        else:
+            assert error_code(response).endswith(code)
         assert admin.request(method, url).status_code != 404, (method, url)
     assert client.get(f"/v1/jobs/{owned['job_id']}").status_code == 200
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -49,6 +51,22 @@ def test_invalid_spec_is_a_422_problem_with_field_errors(client, spec_body, disp
     assert problem["code"] == "validation_error"
     locs = [e["loc"] for e in problem["errors"]]
     assert ["body", "training", "max_steps"] in locs and ["body", "unknown"] in locs
+    assert dispatcher.sent == []
+
+
+def test_counts_the_worker_cannot_use_are_refused_at_submit(client, spec_body, dispatcher):
+    body = spec_body()
+    body["mixture"][0]["max_records"] = 10**30  # reached itertools.islice in the worker before (issue 15)
+    body["evaluation"] = {"language": [{"name": "e", "uri": "s3://data/e.jsonl", "max_items": 10**30}], "every": 10**30}
+    body["resources"] = {"max_runtime_s": 10**30}
+    problem = client.post("/v1/jobs", json=body).json()
+    assert problem["code"] == "validation_error"
+    assert sorted(e["loc"] for e in problem["errors"]) == [
+        ["body", "evaluation", "every"],
+        ["body", "evaluation", "language", 0, "max_items"],
+        ["body", "mixture", 0, "max_records"],
+        ["body", "resources", "max_runtime_s"],
+    ]
     assert dispatcher.sent == []
 
 
@@ -156,8 +174,9 @@ def test_queue_position_and_tenant_limit(make_client, new_key, spec_body, sessio
     body = spec_body(resources={"queue": "qpos", "priority": 5})
     first, second, third = (client.post("/v1/jobs", json=body).json() for _ in range(3))
     urgent = client.post("/v1/jobs", json=spec_body(resources={"queue": "qpos", "priority": 9})).json()
-    assert client.get(f"/v1/jobs/{first['id']}").json()["queue_info"]["position"] == 0
-    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["position"] == 1
+    # the embedded broker's one queue holds every job: `base` counts those other tests left queued (committed)
+    base = client.get(f"/v1/jobs/{first['id']}").json()["queue_info"]["position"]
+    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["position"] == base + 1
     held = client.get(f"/v1/jobs/{third['id']}").json()["queue_info"]
     assert held["held"] and "tenant limit of 2" in held["reason"]
     assert client.get(f"/v1/jobs/{urgent['id']}").json()["queue_info"]["held"]
@@ -169,12 +188,70 @@ def test_queue_position_and_tenant_limit(make_client, new_key, spec_body, sessio
         assert [j.job_id for j in released] == [urgent["id"]]
         repository.mark_dispatched(session, [urgent["id"]])
         session.commit()
-    assert client.get(f"/v1/jobs/{urgent['id']}").json()["queue_info"] == {
-        "position": 0,
-        "reason": "waiting for a worker on queue qpos (0 job(s) ahead)",
-        "held": False,
+    # the embedded broker is one first-in-first-out queue: the urgent job, sent last, waits behind the second
+    info = client.get(f"/v1/jobs/{urgent['id']}").json()["queue_info"]
+    assert (info["position"], info["own_ahead"], info["held"], info["queue"]) == (base + 1, 1, False, "gpu")
+    assert info["reason"] == f"waiting for a worker on queue gpu ({base + 1} job(s) ahead, served first in, first out)"
+    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["position"] == base
+
+
+REDIS_BROKER = f"redis://127.0.0.1:6379/{os.environ.get('LINGUDISTILL_TEST_REDIS_DB', '13')}"
+
+
+def test_with_redis_the_position_follows_priority_on_the_jobs_own_queue(make_client, new_key, spec_body):
+    mine, theirs = (make_client(new_key(), broker_url=REDIS_BROKER) for _ in range(2))
+    a100, h100 = f"a100-{secrets.token_hex(3)}", f"h100-{secrets.token_hex(3)}"  # queues of this test alone
+    normal = spec_body(resources={"queue": a100, "priority": 5})
+    first = mine.post("/v1/jobs", json=normal).json()
+    other_tenant = theirs.post("/v1/jobs", json=normal).json()
+    theirs.post("/v1/jobs", json=spec_body(resources={"queue": h100, "priority": 9}))  # another queue
+    urgent = mine.post("/v1/jobs", json=spec_body(resources={"queue": a100, "priority": 9})).json()
+    positions = {
+        name: mine.get(f"/v1/jobs/{job['id']}").json()["queue_info"]
+        for name, job in (("first", first), ("urgent", urgent))
     }
-    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["position"] == 1
+    assert (positions["urgent"]["position"], positions["urgent"]["own_ahead"]) == (0, 0)
+    assert (positions["first"]["position"], positions["first"]["own_ahead"]) == (1, 1)
+    assert positions["first"]["reason"] == (
+        f"waiting for a worker on queue {a100} (1 job(s) ahead, served by priority, then in order of submission)"
+    )
+    behind = theirs.get(f"/v1/jobs/{other_tenant['id']}").json()["queue_info"]
+    assert (behind["position"], behind["own_ahead"]) == (2, 0)  # two of another tenant's, shown as a count only
+    assert mine.get(f"/v1/jobs/{other_tenant['id']}").status_code == 404
+
+
+@pytest.fixture
+def own_queue(make_client, new_key, spec_body):
+    """A client on a Redis broker, whose queues are separate, and a spec on a queue of this test's own."""
+    queue = f"q-{secrets.token_hex(4)}"
+    return make_client(new_key(), broker_url=REDIS_BROKER), lambda: spec_body(resources={"queue": queue})
+
+
+def test_the_estimated_start_follows_recent_run_times(own_queue, sessions):
+    client, spec_body = own_queue
+    now = utcnow()
+    for minutes in (100, 300):  # two recent runs: a mean of 200 s
+        done = client.post("/v1/jobs", json=spec_body()).json()
+        set_status(
+            sessions, done["id"], JobStatus.succeeded, started_at=now - timedelta(seconds=minutes), finished_at=now
+        )
+    ahead, waiting = (client.post("/v1/jobs", json=spec_body()).json() for _ in range(2))
+    info = client.get(f"/v1/jobs/{waiting['id']}").json()["queue_info"]
+    assert (info["position"], info["estimated_start_s"]) == (1, 200.0)  # no job running: one mean run per job ahead
+    running = client.post("/v1/jobs", json=spec_body()).json()
+    set_status(sessions, running["id"], JobStatus.running, started_at=now, step=10, total_steps=110, step_time_s=0.5)
+    info = client.get(f"/v1/jobs/{waiting['id']}").json()["queue_info"]
+    assert info["estimated_start_s"] == 50.0 + 200.0  # the running job's ETA, then one mean run
+    assert info["estimated_start_at"] is not None
+    set_status(sessions, ahead["id"], JobStatus.cancelled)
+    assert client.get(f"/v1/jobs/{waiting['id']}").json()["queue_info"]["estimated_start_s"] == 50.0
+
+
+def test_without_history_there_is_no_estimate(own_queue):
+    client, spec_body = own_queue
+    job = client.post("/v1/jobs", json=spec_body()).json()
+    info = client.get(f"/v1/jobs/{job['id']}").json()["queue_info"]
+    assert (info["position"], info["estimated_start_s"], info["estimated_start_at"]) == (0, None, None)
 
 
 def test_tenant_override_of_the_job_limit(make_client, new_key, spec_body, sessions):
@@ -248,3 +325,24 @@ def test_report_not_ready_then_ready(client, spec_body, sessions):
     assert response.status_code == 404 and response.json()["code"] == "report_not_ready"
     set_status(sessions, job["id"], JobStatus.succeeded, report={"verdict": "pass", "recovery": 0.12})
     assert client.get(f"/v1/jobs/{job['id']}/report").json() == {"verdict": "pass", "recovery": 0.12}
+
+
+def test_a_failure_shows_no_worker_path_and_events_say_what_happened(client, spec_body, sessions):
+    job = client.post("/v1/jobs", json=spec_body()).json()
+    with sessions() as session:
+        claim = repository.claim_job(session, job["id"], "w", 60)
+        repository.append_event(session, job["id"], claim.attempt, "child_error", {"error": "OSError: /srv/w/j/x.bin"})
+        message = "DataError: /srv/worker/tmp/job_1/data/train.jsonl:3: no assistant turn"
+        repository.transition(session, job["id"], claim.attempt, JobStatus.failed, failure_reason="bad_input",
+                              failure_message=message)  # fmt: skip
+        session.commit()
+    shown = client.get(f"/v1/jobs/{job['id']}").json()
+    assert shown["failure_message"] == "DataError: .../train.jsonl:3: no assistant turn"
+    events = client.get(f"/v1/jobs/{job['id']}/events").json()["items"]
+    assert "/srv/" not in str(events)
+    assert [(e["level"], e["message"]) for e in events] == [
+        ("info", "Queued."),
+        ("info", "Validating."),
+        ("error", "The training process failed: OSError: .../x.bin"),
+        ("error", "Failed. bad_input: DataError: .../train.jsonl:3: no assistant turn"),
+    ]

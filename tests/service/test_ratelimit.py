@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -12,12 +13,20 @@ import redis
 
 from service.db import session_scope
 from service.keys.service import create_key
-from service.ratelimit import KEY_PREFIX, RedisTokenBucketLimiter, TokenBucketLimiter, make_limiter
+from service.ratelimit import (
+    KEY_PREFIX,
+    RedisTokenBucketLimiter,
+    TokenBucketLimiter,
+    auth_failure_key,
+    make_limiter,
+)
 from service.settings import Settings
 from tests.service.conftest import free_port
 from tests.service.test_errors import assert_problem
 
-REDIS_URL = "redis://127.0.0.1:6379/13"  # this file's own Redis database on the shared server
+# this file's own Redis database on the shared server (keys are random; only ours are deleted)
+REDIS_DB = int(os.environ.get("LINGUDISTILL_TEST_REDIS_DB", "13"))
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 
 
 @pytest.fixture
@@ -102,7 +111,7 @@ def test_the_factory_uses_redis_when_the_service_runs_with_redis(tmp_path):
     assert isinstance(make_limiter(Settings(data_dir=tmp_path, broker_url="filesystem://")), TokenBucketLimiter)
     from_broker = make_limiter(Settings(data_dir=tmp_path, broker_url=REDIS_URL))
     assert isinstance(from_broker, RedisTokenBucketLimiter)
-    assert from_broker.client.connection_pool.connection_kwargs["db"] == 13
+    assert from_broker.client.connection_pool.connection_kwargs["db"] == REDIS_DB
     own = make_limiter(Settings(data_dir=tmp_path, rate_limit_redis_url="redis://127.0.0.1:6379/12"))
     assert isinstance(own, RedisTokenBucketLimiter)
     assert own.client.connection_pool.connection_kwargs["db"] == 12
@@ -122,3 +131,41 @@ def test_two_api_instances_share_the_limit(make_client, sessions, redis_client):
         assert int(response.headers["retry-after"]) >= 1
     finally:
         redis_client.delete(KEY_PREFIX + new.key_id)
+
+
+@pytest.mark.redis
+def test_peek_takes_no_token(bucket_key):
+    for limiter in (api_process(0.01, 2), TokenBucketLimiter(0.01, 2)):
+        key = bucket_key()
+        assert [limiter.peek(key) for _ in range(5)] == [0] * 5
+        assert [limiter.acquire(key) == 0 for _ in range(3)] == [True, True, False]
+        assert limiter.peek(key) > 0
+
+
+def bad_key_requests(client, times: int) -> list[int]:
+    return [client.get("/v1/jobs", headers={"Authorization": "Bearer ldk_wrong"}).status_code for _ in range(times)]
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"], indirect=True)
+def test_an_address_that_keeps_failing_is_refused_before_the_key_lookup(make_client, new_key):
+    client = make_client(new_key(), rate_limit_per_s=0.01, rate_limit_burst=3)  # one app: one set of buckets
+    assert [client.get("/v1/jobs").status_code for _ in range(2)] == [200, 200]  # successes take nothing
+    assert bad_key_requests(client, 2) == [401, 401]
+    assert client.get("/v1/jobs", headers={"Authorization": ""}).status_code == 401  # no key counts the same
+    assert bad_key_requests(client, 1) == [429]
+    refused = client.get("/v1/jobs")  # a valid key from that address is refused too: its key is never looked up
+    assert_problem(refused, 429, "rate_limited")
+    assert int(refused.headers["retry-after"]) >= 1
+    assert make_client(new_key()).get("/v1/jobs").status_code == 200  # another app (process) has its own buckets
+
+
+@pytest.mark.redis
+def test_failures_are_counted_across_api_instances(make_client, redis_client):
+    limits = {"broker_url": REDIS_URL, "rate_limit_per_s": 0.01, "rate_limit_burst": 2}
+    first, second = make_client(None, **limits), make_client(None, **limits)
+    redis_client.delete(KEY_PREFIX + auth_failure_key("testclient"))
+    try:
+        assert bad_key_requests(first, 1) + bad_key_requests(second, 1) == [401, 401]
+        assert bad_key_requests(first, 1) == [429]
+    finally:
+        redis_client.delete(KEY_PREFIX + auth_failure_key("testclient"))

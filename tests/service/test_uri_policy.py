@@ -8,7 +8,7 @@ import pytest
 
 from lingudistill.spec import JobSpec
 from service.settings import Settings
-from service.uri_policy import UriPolicy, is_internal_address
+from service.uri_policy import DatasetRef, UriPolicy, is_internal_address
 
 PUBLIC = {
     "files.example.com": ["93.184.216.34"],
@@ -16,10 +16,16 @@ PUBLIC = {
     "sneaky.example.com": ["93.184.216.34", "127.0.0.1"],
 }
 
+DATASETS = {
+    "ds_mine": DatasetRef(kind="training", status="ready"),
+    "ds_suite": DatasetRef(kind="evaluation", status="ready"),
+    "ds_broken": DatasetRef(kind="training", status="invalid"),
+}
+
 
 def policy(**overrides) -> UriPolicy:
     settings = Settings(allowed_schemes=["dataset", "s3", "hf", "file", "https"], **overrides)
-    return UriPolicy(settings, dataset_exists=lambda ds: ds == "ds_mine", resolver=lambda host: PUBLIC.get(host, []))
+    return UriPolicy(settings, find_dataset=DATASETS.get, resolver=lambda host: PUBLIC.get(host, []))
 
 
 @pytest.mark.parametrize(
@@ -42,7 +48,7 @@ def policy(**overrides) -> UriPolicy:
 )
 def test_private_loopback_and_metadata_addresses_are_refused(uri):
     if "localhost" in uri:
-        check = UriPolicy(Settings(allowed_schemes=["https"]), lambda _: False).check(uri)  # real DNS
+        check = UriPolicy(Settings(allowed_schemes=["https"]), lambda _: None).check(uri)  # real DNS
     else:
         check = policy().check(uri)
     assert check is not None and ("non-public" in check or "resolve" in check), (uri, check)
@@ -101,6 +107,50 @@ def test_submission_refuses_with_a_422_naming_the_field(make_client, new_key, sp
     problem = response.json()
     assert problem["code"] == "uri_not_allowed"
     assert problem["errors"][0]["loc"] == ["body", "teacher"] and "non-public" in problem["errors"][0]["msg"]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["hf://Qwen/Q@../../etc", "hf://Qwen/Q@main/../../x", "hf://Qwen/Q@.git", "hf://Qwen/Q#../../etc/passwd",
+     "hf://Qwen/Q@main#a/b", "hf://Qwen/Q@" + "a" * 256],
+)  # fmt: skip
+def test_hf_revisions_and_splits_that_could_name_a_path_are_refused(uri):
+    assert "not a valid" in policy().check(uri)
+
+
+@pytest.mark.parametrize(
+    "uri", ["hf://Qwen/Q@main", "hf://Qwen/Q@refs/pr/12", "hf://Qwen/Q@5d9e2b1f#validation", "hf://Qwen/Q#train.clean"]
+)
+def test_hf_revisions_and_splits_in_use_are_accepted(uri):
+    assert policy().check(uri) is None
+
+
+def test_a_dataset_must_be_ready_and_of_the_kind_its_field_uses():
+    spec = JobSpec.model_validate(
+        {
+            "name": "x",
+            "student": "dataset://ds_mine",
+            "teacher": "hf://Qwen/Q",
+            "mixture": [
+                {"name": "a", "uri": "dataset://ds_mine", "distill": True},
+                {"name": "b", "uri": "dataset://ds_suite"},
+                {"name": "c", "uri": "dataset://ds_broken"},
+            ],
+            "evaluation": {
+                "language": [{"name": "e", "uri": "dataset://ds_suite"}, {"name": "f", "uri": "dataset://ds_mine"}]
+            },
+        }
+    )
+    errors = {tuple(e.loc): e.msg for e in policy().violations(spec)}
+    assert errors == {
+        ("body", "student"): "'dataset://ds_mine': a dataset cannot be used as a model",
+        ("body", "mixture", 1, "uri"): "'dataset://ds_suite': this field needs a dataset of kind 'training', not "
+        "'evaluation' (upload it with kind=training)",
+        ("body", "mixture", 2, "uri"): "'dataset://ds_broken': the dataset is invalid (see its problems); fix it "
+        "and upload it again",
+        ("body", "evaluation", "language", 1, "uri"): "'dataset://ds_mine': this field needs a dataset of kind "
+        "'evaluation', not 'training' (upload it with kind=evaluation)",
+    }
 
 
 def test_the_policy_checks_every_uri_field_of_the_spec(tmp_path: Path) -> None:
