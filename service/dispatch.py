@@ -92,7 +92,7 @@ class CeleryDispatcher:
             connection.ensure_connection(max_retries=1, timeout=2)
 
     def missing(self, wakeups: Sequence[Wakeup]) -> list[Wakeup] | None:
-        queues = {self.single_queue or w.queue for w in wakeups}
+        queues = {broker_queue(self.settings, w.queue) for w in wakeups}
         if self.broker_url.startswith(("redis://", "rediss://")):
             raw = _redis_messages(self.broker_url, queues)
         elif self.broker_url.startswith("filesystem://"):
