@@ -8,6 +8,10 @@
     expired keys       hourly, Idempotency-Key rows older than their retention are deleted
 Every worker sweeps; the row-level conditions make concurrent sweeps safe (one of them re-sends a lost wake-up), and
 a duplicate wake-up is harmless.
+
+After a sweep fails (the database is away), leases are not judged again until one lease after the database is
+back: every supervisor renews its lease through an outage as soon as it can, so a lease that ran out during the
+outage means nothing about its worker, and an outage must never spend an attempt by itself.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ class SweepResult:
     released: int
 
 
-def sweep_once(rt: Runtime) -> SweepResult:
-    return SweepResult(requeue_expired(rt), resend_lost(rt), release_held(rt))
+def sweep_once(rt: Runtime, *, judge_leases: bool = True) -> SweepResult:
+    return SweepResult(requeue_expired(rt) if judge_leases else 0, resend_lost(rt), release_held(rt))
 
 
 def requeue_expired(rt: Runtime) -> int:
@@ -99,17 +103,33 @@ class Sweeper:
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
         self.last_prune: float | None = None
+        self.in_outage = False  # the last sweep failed
+        self.back_at: float | None = None  # when a sweep last succeeded after failures
 
     def _loop(self) -> None:
         while not self.stopped.wait(self.rt.worker.sweep_interval_s):
-            try:
-                result = sweep_once(self.rt)
-                self.prune_if_due()
-            except Exception:  # the database may be briefly away; the next sweep tries again
-                log.exception("sweep failed")
-                continue
-            if result.requeued or result.unsent or result.released:
+            result = self.sweep(time.monotonic())
+            if result is not None and (result.requeued or result.unsent or result.released):
                 log.info("sweeper: %s", result)
+
+    def sweep(self, now: float) -> SweepResult | None:
+        """One sweep; None when it failed (the database may be briefly away: the next sweep tries again)."""
+        try:
+            result = sweep_once(self.rt, judge_leases=self.may_judge_leases(now))
+            self.prune_if_due()
+        except Exception:
+            log.exception("sweep failed")
+            self.in_outage = True
+            return None
+        if self.in_outage:
+            self.in_outage, self.back_at = False, now
+        return result
+
+    def may_judge_leases(self, now: float) -> bool:
+        """Not during an outage, nor within one lease after it: the supervisors are renewing theirs."""
+        if self.in_outage:
+            return False
+        return self.back_at is None or now - self.back_at >= self.rt.settings.lease_s
 
     def prune_if_due(self) -> int:
         """Delete expired Idempotency-Key rows at the first sweep, then at most once per PRUNE_EVERY_S."""

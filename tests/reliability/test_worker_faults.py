@@ -155,3 +155,57 @@ def test_a_retry_after_a_failed_final_upload_uploads_instead_of_training(
     assert list(stack.storage.list(f"jobs/{job_id}/model")) and stack.events(job_id, "uploaded")
     uploaded = b"".join(stack.storage.iter_bytes(f"jobs/{job_id}/artifacts/metrics.jsonl")).decode()
     assert [json.loads(line)["step"] for line in uploaded.splitlines()] == list(range(1, 7))  # the kept run's
+
+
+def test_a_lease_that_ran_out_during_a_database_outage_is_not_judged_until_one_lease_after_it(
+    private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    """The sweeper's side of "an outage never spends an attempt": its own sweeps fail during the outage, and for one
+    lease after the database is back it leaves leases alone while the supervisors renew theirs."""
+    from service.dispatch import RecordingDispatcher
+    from service.settings import Settings
+    from worker.runtime import build_runtime
+    from worker.settings import WorkerSettings
+    from worker.sweeper import Sweeper
+
+    url = private_postgres.create_database()
+    settings = Settings(database_url=url, data_dir=tmp_path, lease_s=5, allowed_local_roots=[Path("/")])
+    rt = build_runtime(settings, WorkerSettings())
+    rt.dispatcher = RecordingDispatcher()
+    job_id = _claimed_job(rt, lease_s=1)
+    sweeper = Sweeper(rt)
+    private_postgres.stop("immediate")
+    assert sweeper.sweep(now=0.0) is None  # the outage: the sweep fails, and the lease runs out meanwhile
+    time.sleep(1.5)
+    private_postgres.start()
+    back = wait_until(lambda: sweeper.sweep(now=10.0), 30, "a sweep after the outage")
+    assert back.requeued == 0 and sweeper.sweep(now=14.9).requeued == 0  # within one lease of the return
+    assert _status(rt, job_id) is JobStatus.running
+    assert sweeper.sweep(now=15.0).requeued == 1  # a lease still expired one lease later: its worker is gone
+    assert _status(rt, job_id) is JobStatus.queued
+
+
+def _claimed_job(rt, lease_s: int) -> str:  # type: ignore[no-untyped-def]
+    from lingudistill.spec import JobSpec
+    from service.auth import Principal
+    from service.dispatch import DispatchBuffer
+    from service.jobs.service import create_job
+    from service.keys.service import create_key
+
+    spec = JobSpec.model_validate(
+        {"name": "leased", "student": "/m/s", "teacher": "/m/t", "mixture": [{"name": "t", "uri": "/d.jsonl"}],
+         "method": {"kd_sources": "none"}}
+    )  # fmt: skip
+    with session_scope(rt.sessions) as session:
+        key = create_key(session, "sweeper-outage")
+        job = create_job(session, Principal(key.tenant_id, key.key_id), spec, rt.settings, DispatchBuffer())
+    with session_scope(rt.sessions) as session:
+        claim = repository.claim_job(session, job.id, "worker-a", lease_s=lease_s)
+        assert claim is not None
+        assert repository.transition(session, job.id, claim.attempt, JobStatus.running)
+    return job.id
+
+
+def _status(rt, job_id: str) -> JobStatus:  # type: ignore[no-untyped-def]
+    with rt.sessions() as session:
+        return repository.get_job_state(session, job_id).status
