@@ -102,6 +102,17 @@ def launcher_for(spec: JobSpec) -> Launcher:
     return multigpu.TorchrunLauncher() if spec.resources.gpus > 1 else SingleProcessLauncher()
 
 
+STEP_TIME_WEIGHT = 0.1  # of the newest step in the moving average: one slow step moves the ETA by a tenth
+
+
+def smoothed_step_time(previous: float | None, latest: float | int | None) -> float | None:
+    """An exponential moving average of the step time, so the ETA shown does not swing with every step (an
+    evaluation or a checkpoint makes one step slow; the first steps warm up)."""
+    if latest is None or latest <= 0:
+        return previous
+    return float(latest) if previous is None else (1 - STEP_TIME_WEIGHT) * previous + STEP_TIME_WEIGHT * latest
+
+
 def metric_rows(record: dict[str, int | float]) -> list[tuple[int, str, float]]:
     step = int(record["step"])
     numeric = {k: v for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
@@ -131,6 +142,7 @@ class Attempt:
         self.child_gone = False
         self.pending: list[tuple[int, str, float]] = []
         self.last_record: dict[str, int | float] | None = None
+        self.step_time_s: float | None = None  # smoothed: the job's ETA and throughput read this
         self.done: Done | None = None
         self.error: Failed | None = None
         self.cancel_deadline: float | None = None
@@ -320,6 +332,7 @@ class Attempt:
             self._event("evaluation", {"step": record["step"], "scores": scores})
         self.pending += metric_rows(record)
         self.last_record = record
+        self.step_time_s = smoothed_step_time(self.step_time_s, record.get("step_time_s"))
         self.last_step = int(record["step"])
         if self.last_progress is not None:
             self.last_progress = time.monotonic()
@@ -357,7 +370,7 @@ class Attempt:
                 if written:
                     repository.update_progress(
                         session, self.job_id, self.attempt, step=int(record["step"]),
-                        tokens_per_s=record.get("tokens_per_s"), step_time_s=record.get("step_time_s"),
+                        tokens_per_s=record.get("tokens_per_s"), step_time_s=self.step_time_s,
                         latest_metrics=transfers.jsonable(record),
                     )  # fmt: skip
                 return written

@@ -14,9 +14,13 @@ class Progress(BaseModel):
     step: int | None = Field(None, description="Last optimiser step reported by the worker.")
     total_steps: int | None = None
     percent: float | None = Field(None, description="step / total_steps x 100.")
-    eta_s: float | None = Field(None, description="Seconds to the last step at the current step time.")
+    eta_s: float | None = Field(None, description="Seconds to the last step at the smoothed step time.")
     tokens_per_s: float | None = Field(None, description="Training throughput.")
-    step_time_s: float | None = None
+    step_time_s: float | None = Field(
+        None,
+        description="Seconds per optimiser step: a moving average (the newest step weighs 0.1), so one slow "
+        "step (an evaluation, a checkpoint) does not swing the ETA.",
+    )
     latest_metrics: dict[str, Any] | None = None
     attempt: int = Field(description="Attempt number (0 before the first claim).")
 
