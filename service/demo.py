@@ -1,6 +1,7 @@
 """`make demo`: the main job on the embedded default, end to end, with the project's own commands.
 
-1. builds the toy world (a teacher LM, a degraded student VLM, data and eval suites: lingudistill/toy.py);
+1. builds the toy world (a teacher LM, a degraded student VLM, data, and eval suites that ask held-out facts:
+   lingudistill/worlds/toy.py);
 2. starts `lingudistill serve` with an embedded worker: SQLite, local storage, a broker that needs no server;
 3. creates an API key, then `lingudistill submit SPEC --wait`: uploads the datasets, submits, shows progress;
 4. prints the recovery report, the web UI's address and key, and what to try next.
