@@ -174,11 +174,30 @@ def wandb_records(path: Path) -> Iterator[bytes]:
         if kind == 0:
             position += room
             continue
+        if position + 7 + length > len(data):  # a chunk still being written: the records so far
+            return
         pending += data[position + 7 : position + 7 + length]
         position += 7 + length
         if kind in (1, 4):  # FULL or LAST: a whole record
             yield pending
             pending = b""
+
+
+def complete_wandb_run(path: Path, timeout_s: float = 60.0) -> list:
+    """The records of a run file once W&B's service has written its exit record: the file is written by a separate
+    process (wandb-core), which may still be flushing when run.finish() returns."""
+    from wandb.proto import wandb_internal_pb2
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        parsed = []
+        for data in wandb_records(path):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(data)
+            parsed.append(record)
+        if any(record.HasField("exit") for record in parsed) or time.monotonic() > deadline:
+            return parsed
+        time.sleep(0.5)
 
 
 def test_wandb_offline_files_hold_the_config_and_every_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,13 +210,9 @@ def test_wandb_offline_files_hold_the_config_and_every_step(tmp_path: Path, monk
     opened.close(succeeded=True)
     assert notices.warnings == []
 
-    from wandb.proto import wandb_internal_pb2
-
     [run_file] = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     steps, config = [], {}
-    for data in wandb_records(run_file):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(data)
+    for record in complete_wandb_run(run_file):
         if record.HasField("history"):
             items = {item.key or "/".join(item.nested_key): item.value_json for item in record.history.item}
             if "loss" in items:
