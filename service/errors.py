@@ -203,11 +203,17 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400 and exc.detail == FASTAPI_BODY_PARSE_ERROR:
-        # a body that is not even text (bad UTF-8) is an invalid body like bad JSON: 422, as documented (issue 9)
-        errors = [FieldError(loc=["body"], msg="the body is not valid UTF-8 JSON")]
+    if exc.status_code == 400 and (exc.detail == FASTAPI_BODY_PARSE_ERROR or _is_multipart(request)):
+        # a body that cannot be parsed at all (bad UTF-8 JSON, broken multipart form data) is an invalid body like
+        # bad JSON: 422, as documented (issue 9; Starlette answers a broken multipart body with a bare 400)
+        message = "the body is not valid UTF-8 JSON" if exc.detail == FASTAPI_BODY_PARSE_ERROR else str(exc.detail)
+        errors = [FieldError(loc=["body"], msg=message)]
         return problem_response(request, 422, "validation_error", "The request is invalid", "1 invalid field(s)",
                                 errors=errors)  # fmt: skip
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))

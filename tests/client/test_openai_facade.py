@@ -136,3 +136,17 @@ def test_an_idempotency_key_replays_the_same_job(ai: openai.OpenAI, tmp_path: Pa
         model="s3://models/student", training_file=training.id, method=METHOD, extra_headers=headers
     )
     assert again.id == first.id
+
+
+def test_a_broken_multipart_upload_is_an_invalid_request_not_a_bare_400(server: LiveServer, api_key: str) -> None:
+    """Found by Schemathesis: Starlette answers an unparsable multipart body with its own 400."""
+    import httpx
+
+    body = b"--b0undary\r\nTrue--b0undary--\r\n"
+    response = httpx.post(
+        f"{server.url}/openai/v1/files",
+        content=body,
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "multipart/form-data; boundary=b0undary"},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["type"] == "invalid_request_error"
