@@ -39,7 +39,29 @@ _LEVELS: dict[str, Level] = {"info": "info", "warning": "warning", "warn": "warn
 _STATUS_LEVELS: dict[str, Level] = {"failed": "error", "cancelling": "warning", "cancelled": "warning"}
 
 
+def _pause_text(data: dict[str, Any]) -> str | None:
+    """The moves of a pause and a resume, in words; None for any other status."""
+    status, step = data.get("status"), data.get("step")
+    if status == "pausing":
+        return "Pause requested: the job stops at its next step boundary, after saving a checkpoint there."
+    if status == "paused" and data.get("by") == "user":
+        return "Paused before it started; it is not dispatched until resumed."
+    if status == "paused":
+        where = f"at step {step} (checkpoint {data.get('checkpoint')})" if step is not None else "before any checkpoint"
+        return f"Paused {where}; the GPU is free until the job is resumed."
+    if status == "queued" and data.get("resumed"):
+        step = data.get("resume_from_step")
+        held = " (held: the tenant's limit of active jobs is reached)" if data.get("held") else ""
+        return f"Resumed{held}: queued to continue " + (
+            f"from the checkpoint at step {step}." if step is not None else "from the first step."
+        )
+    return None
+
+
 def _status_text(data: dict[str, Any]) -> str:
+    paused = _pause_text(data)
+    if paused is not None:
+        return paused
     text = str(data.get("status", "?")).capitalize()
     if data.get("by") == "user":
         text += " by the user"

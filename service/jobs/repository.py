@@ -17,11 +17,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, defer
 
+from lingudistill.checkpoint import checkpoint_name
 from lingudistill.spec import JobSpec
 from service.auth import Principal, scoped
 from service.lifecycle import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    LEASED_STATUSES,
     NOT_FINAL_STATUSES,
     FailureReason,
     JobStatus,
@@ -150,7 +152,7 @@ def get_complete_checkpoint(session: Session, job_id: str, step: int) -> Checkpo
 
 
 def cancel_queued(session: Session, job_id: str) -> bool:
-    """queued -> cancelled at once, unless a worker claimed it meanwhile."""
+    """queued or paused (no worker holds it) -> cancelled at once, unless a worker claimed it meanwhile."""
     now = utcnow()
     values = {
         "status": S.cancelled,
@@ -159,32 +161,99 @@ def cancel_queued(session: Session, job_id: str) -> bool:
         "failure_reason": FailureReason.cancelled,
         "held_reason": None,
     }
-    return _update(session, [Job.id == job_id, Job.status == S.queued], values)
+    return _update(session, [Job.id == job_id, Job.status.in_([S.queued, S.paused])], values)
 
 
 def request_cancel(session: Session, job_id: str) -> bool:
-    """An active job -> cancelling; its worker sees the request at its next heartbeat and stops."""
+    """An active or pausing job -> cancelling; its worker sees the request at its next heartbeat and stops."""
     values = {"status": S.cancelling, "cancel_requested_at": utcnow()}
-    return _update(session, [Job.id == job_id, Job.status.in_(list(ACTIVE_STATUSES))], values)
+    return _update(session, [Job.id == job_id, Job.status.in_([*ACTIVE_STATUSES, S.pausing])], values)
+
+
+def _queued_values(dispatch: bool) -> dict[str, Any]:
+    """Back in the queue: dispatched now, or held by the tenant's limit of active jobs."""
+    return {
+        "status": S.queued,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "dispatched_at": utcnow() if dispatch else None,
+        "held_reason": None if dispatch else "tenant_limit",
+    }
 
 
 def requeue_for_retry(session: Session, job_id: str, max_attempts: int, dispatch: bool) -> bool:
     """failed/cancelled -> queued; the attempt number is kept (the next claim increments it)."""
-    now = utcnow()
     values = {
-        "status": S.queued,
+        **_queued_values(dispatch),
         "resume_checkpoint_step": last_complete_checkpoint_step(session, job_id),
         "failure_reason": None,
         "failure_message": None,
         "finished_at": None,
         "cancel_requested_at": None,
-        "lease_owner": None,
-        "lease_expires_at": None,
         "max_attempts": max_attempts,
-        "dispatched_at": now if dispatch else None,
-        "held_reason": None if dispatch else "tenant_limit",
     }
     return _update(session, [Job.id == job_id, Job.status.in_([S.failed, S.cancelled])], values)
+
+
+# --- pause and resume ---------------------------------------------------------------------------------------------
+# A paused job holds no lease and no tenant slot (dispatched_at is cleared, so the tenant limit does not count it);
+# resume_checkpoint_step names the checkpoint the next claim resumes from. The paused attempt is given back
+# (max_attempts + 1): attempt stays the fencing token, incremented by every claim, and a pause spends no retry.
+
+
+def pause_queued(session: Session, job_id: str) -> bool:
+    """queued -> paused at once (held: not dispatched), unless a worker claimed it meanwhile. A wake-up already in
+    the broker finds it unclaimable and is dropped; resume sends a new one."""
+    values = {"status": S.paused, "dispatched_at": None, "held_reason": None}
+    return _update(session, [Job.id == job_id, Job.status == S.queued], values)
+
+
+def request_pause(session: Session, job_id: str) -> bool:
+    """validating/running -> pausing; its worker sees the request at its next state poll and has the child save a
+    checkpoint at the next step boundary."""
+    return _update(session, [Job.id == job_id, Job.status.in_([S.validating, S.running])], {"status": S.pausing})
+
+
+@dataclass(frozen=True)
+class PauseOutcome:
+    status: JobStatus  # paused, or failed when the pause's checkpoint was not written
+    step: int | None  # the checkpoint the job resumes from
+
+
+def finish_pause(session: Session, job_id: str, attempt: int, stopped_at: int) -> PauseOutcome | None:
+    """pausing -> paused once the child stopped at step `stopped_at` and its checkpoint there is complete; pausing ->
+    failed (infrastructure) when that checkpoint is missing. None: the job is no longer this attempt's, or no longer
+    pausing (a cancel came first)."""
+    step = last_complete_checkpoint_step(session, job_id)
+    if stopped_at > (step or 0):
+        message = f"the pause's checkpoint at step {stopped_at} could not be written; a retry resumes from " + (
+            f"step {step}" if step is not None else "the first step"
+        )
+        fields = {"failure_reason": FailureReason.infrastructure, "failure_message": message}
+        return PauseOutcome(S.failed, step) if transition(session, job_id, attempt, S.failed, **fields) else None
+    return PauseOutcome(S.paused, step) if _to_paused(session, job_id, attempt, step) else None
+
+
+def _to_paused(session: Session, job_id: str, attempt: int, step: int | None) -> bool:
+    values = {
+        "status": S.paused,
+        "resume_checkpoint_step": step,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "dispatched_at": None,
+        "held_reason": None,
+        "max_attempts": Job.max_attempts + 1,
+    }
+    if not _update(session, [Job.id == job_id, Job.attempt == attempt, Job.status == S.pausing], values):
+        return False
+    checkpoint = None if step is None else checkpoint_name(step)
+    append_event(session, job_id, attempt, "status", {"status": S.paused.value, "step": step, "checkpoint": checkpoint})
+    return True
+
+
+def resume_paused(session: Session, job_id: str, dispatch: bool) -> bool:
+    """paused -> queued, to resume from the pause's checkpoint (resume_checkpoint_step, set by the pause)."""
+    return _update(session, [Job.id == job_id, Job.status == S.paused], _queued_values(dispatch))
 
 
 def _update(session: Session, where: list[ColumnElement[bool]], values: dict[str, Any]) -> bool:
@@ -413,7 +482,7 @@ def set_report(session: Session, job_id: str, attempt: int, report: dict[str, An
 def find_expired_leases(session: Session, now: datetime | None = None, limit: int = 100) -> list[ExpiredLease]:
     stmt = (
         select(Job.id, Job.attempt, Job.status)
-        .where(Job.status.in_([*ACTIVE_STATUSES, S.cancelling]), Job.lease_expires_at < (now or utcnow()))
+        .where(Job.status.in_(list(LEASED_STATUSES)), Job.lease_expires_at < (now or utcnow()))
         .order_by(Job.lease_expires_at)
         .limit(limit)
     )
@@ -431,7 +500,7 @@ def requeue_expired(session: Session, job_id: str, attempt: int, now: datetime |
 
 def requeue_failed_attempt(session: Session, job_id: str, attempt: int, message: str) -> JobStatus | None:
     """An attempt failed for an infrastructure reason while its worker held the lease: see `_requeue_or_end`."""
-    where = [Job.id == job_id, Job.attempt == attempt, Job.status.in_([*ACTIVE_STATUSES, S.cancelling])]
+    where = [Job.id == job_id, Job.attempt == attempt, Job.status.in_(list(LEASED_STATUSES))]
     event = {"reason": "infrastructure", "message": message}
     return _requeue_or_end(session, job_id, attempt, where, message, utcnow(), event)
 
@@ -445,14 +514,18 @@ def _requeue_or_end(
     now: datetime,
     failed_event: dict[str, Any] | None = None,
 ) -> JobStatus | None:
-    """cancelling -> cancelled; out of attempts -> failed (infrastructure); else -> queued, to resume from the
-    last complete checkpoint, lease released and marked dispatched. `failed_event` is logged as attempt_failed."""
+    """cancelling -> cancelled; pausing -> paused (the pause is honoured, from the last complete checkpoint); out of
+    attempts -> failed (infrastructure); else -> queued, to resume from the last complete checkpoint, lease released
+    and marked dispatched. `failed_event` is logged as attempt_failed."""
     row = session.execute(select(Job.status, Job.max_attempts).where(*where).with_for_update()).first()
     if row is None:
         return None
     if failed_event is not None:
         append_event(session, job_id, attempt, "attempt_failed", failed_event)
     status = JobStatus(row.status)
+    if status is S.pausing:
+        step = last_complete_checkpoint_step(session, job_id)
+        return S.paused if _to_paused(session, job_id, attempt, step) else None
     if status is S.cancelling:
         target, fields = S.cancelled, {"failure_reason": FailureReason.cancelled}
     elif attempt >= row.max_attempts:
@@ -574,7 +647,7 @@ class RunningJob:
 def running_jobs(session: Session, queue: str | None) -> list[RunningJob]:
     """Jobs holding a worker slot on `queue` (None: any), for how soon a slot frees up."""
     stmt = select(Job.started_at, Job.step, Job.total_steps, Job.step_time_s).where(
-        Job.status.in_([*ACTIVE_STATUSES, S.cancelling])
+        Job.status.in_(list(LEASED_STATUSES))
     )
     if queue is not None:
         stmt = stmt.where(Job.queue == queue)

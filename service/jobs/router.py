@@ -115,10 +115,41 @@ def get_job(job_id: JobId, session: SessionDep, principal: PrincipalDep, state: 
     response_model=JobOut,
     responses=problem_responses(404, 409),
     summary="Cancel a job",
-    description="queued: cancelled at once; running: cancelling, then cancelled by the worker.",
+    description="queued or paused: cancelled at once; running or pausing: cancelling, then cancelled by the worker.",
 )
 def cancel_job(job_id: JobId, session: SessionDep, principal: PrincipalDep, state: StateDep) -> JobOut:
     return service.detailed_view(session, service.cancel_job(session, principal, job_id), state.settings)
+
+
+@router.post(
+    "/{job_id}/pause",
+    response_model=JobOut,
+    responses=problem_responses(404, 409),
+    summary="Pause a job at a checkpoint, freeing its GPU",
+    description="queued: paused at once (held, not dispatched); validating or running: pausing, then paused once "
+    "the worker saved a checkpoint at the next step boundary (in validating: the first one of training), uploaded "
+    "it and released the GPU. A paused attempt does not count against max_attempts. Pausing a pausing or paused job "
+    "answers it unchanged; any other status is 409 `invalid_transition` (an evaluating job has no step left to stop "
+    "at).",
+)
+def pause_job(job_id: JobId, session: SessionDep, principal: PrincipalDep, state: StateDep) -> JobOut:
+    return service.detailed_view(session, service.pause_job(session, principal, job_id), state.settings)
+
+
+@router.post(
+    "/{job_id}/resume",
+    response_model=JobOut,
+    responses=problem_responses(404, 409),
+    summary="Resume a paused job",
+    description="paused: queued again (or held by the tenant's job limit); the next attempt resumes from the "
+    "pause's checkpoint with the data order and random state of an uninterrupted run. Any other status is 409 "
+    "`invalid_transition`.",
+)
+def resume_job(
+    job_id: JobId, session: SessionDep, principal: PrincipalDep, state: StateDep, buffer: BufferDep
+) -> JobOut:
+    job = service.resume_job(session, principal, job_id, state.settings, buffer)
+    return service.detailed_view(session, job, state.settings)
 
 
 @router.post(

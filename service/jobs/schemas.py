@@ -53,6 +53,8 @@ class JobLinks(BaseModel):
     report: str
     cancel: str
     retry: str
+    pause: str
+    resume: str
 
 
 class JobOut(BaseModel):

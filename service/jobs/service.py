@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any
@@ -37,7 +38,7 @@ from service.jobs.schemas import (
     Progress,
     QueueInfo,
 )
-from service.lifecycle import ACTIVE_STATUSES, FINAL_STATUSES, JobStatus
+from service.lifecycle import ACTIVE_STATUSES, FINAL_STATUSES, PAUSABLE_STATUSES, RESUMABLE_STATUSES, JobStatus
 from service.models import Checkpoint, Job, utcnow
 from service.redact import redact_paths
 from service.settings import Settings
@@ -124,12 +125,60 @@ def retry_job(session: Session, principal: Principal, job_id: str, settings: Set
     job = load_job(session, principal, job_id)
     if job.status not in (JobStatus.failed, JobStatus.cancelled):
         raise InvalidTransition(f"only failed or cancelled jobs can be retried; this one is {job.status.value}")
+    max_attempts = job.attempt + settings.max_attempts  # a retry gets a fresh budget of attempts
+
+    def requeue(session: Session, job_id: str, dispatch: bool) -> bool:
+        return repository.requeue_for_retry(session, job_id, max_attempts, dispatch)
+
+    return _requeue(session, principal, job, settings, buffer, "retry", requeue)
+
+
+def pause_job(session: Session, principal: Principal, job_id: str) -> Job:
+    """queued: paused at once (held); validating/running: pausing, then paused by the worker once the child saved a
+    checkpoint at its next step boundary. A pausing or paused job is answered unchanged."""
+    job = load_job(session, principal, job_id)
+    if job.status in (JobStatus.pausing, JobStatus.paused):
+        return job
+    if job.status not in PAUSABLE_STATUSES:
+        raise InvalidTransition(f"a {job.status.value} job cannot be paused (only {_names(PAUSABLE_STATUSES)} ones)")
+    if repository.pause_queued(session, job.id):
+        repository.append_event(session, job.id, job.attempt, "status", {"status": "paused", "by": "user"})
+    elif repository.request_pause(session, job.id):
+        repository.append_event(session, job.id, job.attempt, "status", {"status": "pausing", "by": "user"})
+    else:
+        raise InvalidTransition("the job changed state meanwhile and cannot be paused now")
+    session.refresh(job)
+    return job
+
+
+def resume_job(session: Session, principal: Principal, job_id: str, settings: Settings, buffer: DispatchBuffer) -> Job:
+    """paused -> queued, to resume from the checkpoint the pause saved (the next claim restores it)."""
+    job = load_job(session, principal, job_id)
+    if job.status not in RESUMABLE_STATUSES:
+        raise InvalidTransition(f"only a paused job can be resumed; this one is {job.status.value}")
+    return _requeue(session, principal, job, settings, buffer, "resumed", repository.resume_paused)
+
+
+def _names(statuses: frozenset[JobStatus]) -> str:
+    return ", ".join(s.value for s in JobStatus if s in statuses)
+
+
+def _requeue(
+    session: Session,
+    principal: Principal,
+    job: Job,
+    settings: Settings,
+    buffer: DispatchBuffer,
+    why: str,
+    requeue: Callable[[Session, str, bool], bool],
+) -> Job:
+    """Back to queued (a retry or a resume), dispatched now or held by the tenant's limit of active jobs."""
     check_uris(session, principal, JobSpec.model_validate(job.spec), settings)  # a dataset may be gone since
     dispatch = _may_dispatch(session, principal, job.tenant_id, settings)
-    if not repository.requeue_for_retry(session, job.id, job.attempt + settings.max_attempts, dispatch):
+    if not requeue(session, job.id, dispatch):
         raise InvalidTransition("the job changed state meanwhile")
     session.refresh(job)
-    data = {"status": "queued", "retry": True, "resume_from_step": job.resume_checkpoint_step, "held": not dispatch}
+    data = {"status": "queued", why: True, "resume_from_step": job.resume_checkpoint_step, "held": not dispatch}
     repository.append_event(session, job.id, job.attempt, "status", data)
     if dispatch:
         buffer.add(job.id, job.queue, job.priority)
@@ -156,6 +205,8 @@ def job_links(job_id: str) -> JobLinks:
         report=f"{base}/report",
         cancel=f"{base}/cancel",
         retry=f"{base}/retry",
+        pause=f"{base}/pause",
+        resume=f"{base}/resume",
     )
 
 

@@ -346,3 +346,86 @@ def test_a_failure_shows_no_worker_path_and_events_say_what_happened(client, spe
         ("error", "The training process failed: OSError: .../x.bin"),
         ("error", "Failed. bad_input: DataError: .../train.jsonl:3: no assistant turn"),
     ]
+
+
+def test_pause_and_resume_a_queued_job_holds_it_then_dispatches_it_again(client, spec_body, dispatcher):
+    job = client.post("/v1/jobs", json=spec_body()).json()
+    dispatcher.sent.clear()
+    paused = client.post(f"/v1/jobs/{job['id']}/pause")
+    assert paused.status_code == 200, paused.text
+    assert paused.json()["status"] == "paused" and paused.json()["queue_info"] is None
+    assert client.post(f"/v1/jobs/{job['id']}/pause").json()["status"] == "paused"  # idempotent
+    assert dispatcher.sent == []
+
+    resumed = client.post(f"/v1/jobs/{job['id']}/resume")
+    assert resumed.status_code == 200 and resumed.json()["status"] == "queued"
+    assert [w.job_id for w in dispatcher.sent] == [job["id"]]
+    again = client.post(f"/v1/jobs/{job['id']}/resume")
+    assert again.status_code == 409 and again.json()["code"] == "invalid_transition"
+    messages = [e["message"] for e in client.get(f"/v1/jobs/{job['id']}/events").json()["items"]]
+    assert messages[-2:] == [
+        "Paused before it started; it is not dispatched until resumed.",
+        "Resumed: queued to continue from the first step.",
+    ]
+
+
+def test_pause_a_running_job_goes_through_pausing_and_gives_its_attempt_back(client, spec_body, sessions):
+    job = client.post("/v1/jobs", json=spec_body()).json()
+    set_status(sessions, job["id"], JobStatus.running, attempt=1, max_attempts=1, lease_owner="w")
+    pausing = client.post(f"/v1/jobs/{job['id']}/pause")
+    assert pausing.status_code == 200 and pausing.json()["status"] == "pausing"
+    assert client.post(f"/v1/jobs/{job['id']}/pause").json()["status"] == "pausing"  # idempotent
+    assert client.post(f"/v1/jobs/{job['id']}/resume").status_code == 409  # not paused yet
+
+    with session_scope(sessions) as session:  # the worker: the checkpoint at step 7, then the pause
+        repository.record_checkpoint(session, job["id"], 1, step=7, storage_prefix="x", manifest={}, size_bytes=1)
+        outcome = repository.finish_pause(session, job["id"], 1, stopped_at=7)
+    assert outcome == repository.PauseOutcome(JobStatus.paused, 7)
+    paused = client.get(f"/v1/jobs/{job['id']}").json()
+    assert paused["status"] == "paused" and paused["resume_checkpoint_step"] == 7
+    assert paused["max_attempts"] == 2  # the paused attempt does not count
+    with sessions() as session:
+        assert session.get(Job, job["id"]).lease_owner is None
+    last = client.get(f"/v1/jobs/{job['id']}/events").json()["items"][-1]
+    assert last["message"] == "Paused at step 7 (checkpoint step-000000007); the GPU is free until the job is resumed."
+
+    resumed = client.post(f"/v1/jobs/{job['id']}/resume").json()
+    assert resumed["status"] == "queued" and resumed["resume_checkpoint_step"] == 7 and resumed["attempt"] == 1
+
+
+def test_a_pause_whose_checkpoint_is_missing_fails_the_job(client, spec_body, sessions):
+    job = client.post("/v1/jobs", json=spec_body()).json()
+    set_status(sessions, job["id"], JobStatus.pausing, attempt=1)
+    with session_scope(sessions) as session:
+        outcome = repository.finish_pause(session, job["id"], 1, stopped_at=5)
+    assert outcome == repository.PauseOutcome(JobStatus.failed, None)
+    failed = client.get(f"/v1/jobs/{job['id']}").json()
+    assert failed["failure_reason"] == "infrastructure" and "step 5 could not be written" in failed["failure_message"]
+
+
+@pytest.mark.parametrize("status", [JobStatus.evaluating, JobStatus.cancelling, JobStatus.succeeded])
+def test_pause_is_refused_where_the_lifecycle_does_not_allow_it(client, spec_body, sessions, status):
+    job = client.post("/v1/jobs", json=spec_body()).json()
+    set_status(sessions, job["id"], status, attempt=1)
+    response = client.post(f"/v1/jobs/{job['id']}/pause")
+    assert response.status_code == 409 and response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "invalid_transition" and status.value in response.json()["detail"]
+
+
+def test_cancel_of_a_pausing_or_paused_job(client, spec_body, sessions):
+    pausing = client.post("/v1/jobs", json=spec_body()).json()
+    set_status(sessions, pausing["id"], JobStatus.pausing, attempt=1)
+    assert client.post(f"/v1/jobs/{pausing['id']}/cancel").json()["status"] == "cancelling"
+    paused = client.post("/v1/jobs", json=spec_body()).json()
+    client.post(f"/v1/jobs/{paused['id']}/pause")
+    cancelled = client.post(f"/v1/jobs/{paused['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled" and cancelled["failure_reason"] == "cancelled"
+
+
+def test_another_tenant_can_neither_pause_nor_resume(client, make_client, new_key, spec_body):
+    job = client.post("/v1/jobs", json=spec_body()).json()
+    other = make_client(new_key("globex"))
+    for action in ("pause", "resume"):
+        response = other.post(f"/v1/jobs/{job['id']}/{action}")
+        assert response.status_code == 404 and response.json()["code"] == "job_not_found"
+    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
