@@ -5,7 +5,8 @@ A supervised run sends, in order:
     -> Evaluating -> Done {steps, stopped_early, model_dir, report}          or at any point: Failed {kind, ...}
 Each event travels as one JSON line (`encode`/`decode`): through the single-process child's pipe, or appended to
 OUTPUT/events.jsonl by rank 0 of a torchrun child. The supervisor steers the child through two files in the
-output folder (`Supervision`): STOP asks it to stop at the next step boundary, and the supervisor's pulse, which
+output folder (`Supervision`): STOP asks it to stop at the next step boundary, PAUSE to save a checkpoint there
+first and then stop (Done with stopped_early; the job resumes from that checkpoint), and the supervisor's pulse, which
 it touches every second, tells the child its supervisor still lives. A child whose pulse is older than the lease
 is an orphan (its worker froze or died, and another attempt may own the job by now): it ends itself.
 This module imports no torch: the supervisor, which never loads it, reads and writes these types too.
@@ -30,6 +31,7 @@ from lingudistill.errors import FailureKind, classify
 
 EVENTS_FILE = "events.jsonl"
 STOP_FILE = "STOP"
+PAUSE_FILE = "PAUSE"
 PULSE_FILE = "PULSE"
 PULSE_EVERY_S = 1.0
 TRACEBACK_CHARS = 8000
@@ -185,6 +187,10 @@ class Supervision:
     @property
     def stop_file(self) -> Path:
         return Path(self.output_dir) / STOP_FILE
+
+    @property
+    def pause_file(self) -> Path:
+        return Path(self.output_dir) / PAUSE_FILE
 
     @property
     def pulse_file(self) -> Path:

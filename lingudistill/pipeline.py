@@ -172,7 +172,8 @@ def run_supervised(
     watch_pulse(supervision)
     checked = validate(spec)  # the `validating` stage: models, tokenizer compatibility, every record of the data
     sink.send(Validated())
-    if parallel.broadcast_object(supervision.stop_file.exists()):  # cancelled while validating
+    stopping = supervision.stop_file.exists() or supervision.pause_file.exists()
+    if parallel.broadcast_object(stopping):  # cancelled or paused while validating: nothing trained to checkpoint
         sink.send(done_event(0, True, None, None))
         return
     relay = EventRelay(sink, supervision, spec.training.max_steps)
@@ -184,7 +185,8 @@ def run_supervised(
 
 
 class EventRelay(TrainingCallback):
-    """The supervised run's callback: training progress as events, and the STOP file as should_stop."""
+    """The supervised run's callback: training progress as events, the STOP file as should_stop and the PAUSE file
+    as should_pause."""
 
     def __init__(self, sink: EventSink, supervision: Supervision, total: int) -> None:
         self.sink, self.supervision, self.total = sink, supervision, total
@@ -202,6 +204,9 @@ class EventRelay(TrainingCallback):
 
     def should_stop(self) -> bool:
         return self.supervision.stop_file.exists()
+
+    def should_pause(self) -> bool:
+        return self.supervision.pause_file.exists()
 
     def on_train_end(self, result: TrainResult) -> None:
         if not result.stopped_early:

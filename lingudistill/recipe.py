@@ -49,6 +49,10 @@ class TrainingCallback:
     def should_stop(self) -> bool:
         return False
 
+    def should_pause(self) -> bool:
+        """Stop like should_stop, after a checkpoint at this step boundary (unless one is there already)."""
+        return False
+
     def on_train_end(self, result: TrainResult) -> None: ...
 
 
@@ -112,6 +116,7 @@ class Recipe:
         self.optimizer = torch.optim.AdamW(self._parameter_groups(), weight_decay=self.spec.training.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
+        self.checkpointed_step = 0  # the step of the newest checkpoint saved or restored (0: none)
         self.pad_token_id = self.objective.pad_token_id
 
     # --- setup --------------------------------------------------------------------------------------------------
@@ -255,6 +260,11 @@ class Recipe:
             if parallel.any_rank(any(callback.should_stop() for callback in self.callbacks), self.device):
                 stopped = True
                 break
+            if parallel.any_rank(any(callback.should_pause() for callback in self.callbacks), self.device):
+                if self.step > self.checkpointed_step:  # a resume continues exactly from here
+                    self.save_checkpoint()
+                stopped = True
+                break
             record = self.train_step()
             for callback in self.callbacks:
                 callback.on_step(record)
@@ -289,6 +299,7 @@ class Recipe:
         else:
             state["optimizer"] = self.optimizer.state_dict()
             folder, manifest = checkpoint.save(self.checkpoint_root, self.step, self._save_student, state, keep)
+        self.checkpointed_step = self.step
         for callback in self.callbacks:
             callback.on_checkpoint(self.step, folder, manifest)
         return folder
@@ -319,7 +330,7 @@ class Recipe:
         self.scheduler.load_state_dict(state["scheduler"])
         checkpoint.restore_rng_state(state["rng"])
         self.sampler.load_state_dict(state["sampler"])
-        self.step = int(state["step"])
+        self.step = self.checkpointed_step = int(state["step"])
 
     def _save_student(self, folder: Path) -> None:
         if not self.dist.enabled:

@@ -5,7 +5,9 @@ CUDA is never initialised in the Celery process. While the child runs, the super
     batches step records into the metrics table (at most once per `metrics_flush_s`),
     uploads checkpoints in a background thread (files first, manifest last) and records them complete,
     renews the lease every lease_s / 3 from a thread of its own (the lease outlives two missed heartbeats),
-    reads the job row every `cancel_poll_s` for a cancel, and enforces max_runtime_s and the stall watchdog.
+    reads the job row every `cancel_poll_s` for a cancel or a pause, and enforces max_runtime_s and the stall watchdog.
+A pause has the child save a checkpoint at its next step boundary and stop; once that checkpoint is uploaded and
+recorded the job is paused and the lease released, so the GPU is free (the attempt ends, and is given back).
 The child is started by a Launcher (worker.launcher): one spawned process, or torchrun for resources.gpus > 1;
 either way its typed events (lingudistill.events) arrive through the same `TrainingChild.events`.
 Every write carries the attempt number (the fencing token): once another attempt owns the job, writes change
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
 
 from lingudistill.checkpoint import checkpoint_name
 from lingudistill.events import (
@@ -73,6 +77,7 @@ class Outcome(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    paused = "paused"  # stopped at a checkpoint on request; a resume re-queues it
     requeued = "requeued"  # an infrastructure failure with attempts left
     fenced_out = "fenced_out"  # this attempt lost its lease; another one owns the job
 
@@ -389,7 +394,7 @@ class Attempt:
             raise FencedOut
 
     def _check_state(self) -> None:
-        """Fenced out if another attempt owns the job; start the cancel if one was requested."""
+        """Fenced out if another attempt owns the job; start the cancel or the pause if one was requested."""
 
         def read() -> repository.JobState | None:
             with self.rt.sessions() as session:
@@ -398,6 +403,9 @@ class Attempt:
         state = self._db("state", read)
         if state is None or state.attempt != self.attempt or state.status.is_final:
             raise FencedOut
+        if state.status is S.pausing and self.status is not S.pausing:
+            self.status = S.pausing
+            self.supervision.pause_file.touch()  # the child saves a checkpoint at its next step boundary and stops
         if state.status is S.cancelling and self.cancel_deadline is None:
             self.status = S.cancelling
             self.supervision.stop_file.touch()  # cooperative: the child stops at its next step boundary
@@ -427,6 +435,8 @@ class Attempt:
             return self._failed(*self.killed_for)
         if self.error is not None:
             return self._child_failed(self.error)
+        if self.status is S.pausing and self.done is not None and self.done.stopped_early:
+            return self._pause(self.done)
         if self.done is not None and not self.done.stopped_early:
             return self._succeed(self.done)
         exitcode = self.child.exitcode if self.child is not None else None
@@ -469,7 +479,7 @@ class Attempt:
         self._event("uploaded", counts)
 
     def _succeeded(self, done: Done) -> Outcome:
-        if self.status is S.running:
+        if self.status in (S.running, S.pausing):  # pausing: training ended before the pause landed
             self._move(S.evaluating)
         return self._finish(S.succeeded, report=done.report, step=done.steps)
 
@@ -483,13 +493,29 @@ class Attempt:
             with session_scope(self.rt.sessions) as session:
                 if repository.transition(session, self.job_id, self.attempt, target, **fields):
                     return Outcome(target.value)
-                state = repository.get_job_state(session, self.job_id)
-                if state is None or state.attempt != self.attempt or state.status is not S.cancelling:
-                    return Outcome.fenced_out
-                repository.transition(session, self.job_id, self.attempt, S.cancelled, failure_reason=CANCELLED)
-                return Outcome.cancelled
+                return self._cancelled_instead(session)
 
         return self._db(f"finish as {target.value}", write)
+
+    def _cancelled_instead(self, session: Session) -> Outcome:
+        """The attempt's own end was refused: a cancel that arrived meanwhile wins; else another attempt owns it."""
+        state = repository.get_job_state(session, self.job_id)
+        if state is None or state.attempt != self.attempt or state.status is not S.cancelling:
+            return Outcome.fenced_out
+        repository.transition(session, self.job_id, self.attempt, S.cancelled, failure_reason=CANCELLED)
+        return Outcome.cancelled
+
+    def _pause(self, done: Done) -> Outcome:
+        """The child stopped at step done.steps for a pause: once its checkpoint there is recorded, paused (the lease
+        released); failed when that checkpoint could not be written."""
+        self.uploader.close(wait=True)
+
+        def write() -> Outcome:
+            with session_scope(self.rt.sessions) as session:
+                paused = repository.finish_pause(session, self.job_id, self.attempt, done.steps)
+                return Outcome(paused.status.value) if paused else self._cancelled_instead(session)
+
+        return self._db("pause", write)
 
     def _retry_or_fail(self, message: str) -> Outcome:
         """Infrastructure failures are retried (resuming from the last complete checkpoint) up to max_attempts."""
