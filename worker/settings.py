@@ -20,7 +20,9 @@ class WorkerSettings(BaseSettings):
     unsent_after_s: float = Field(
         15.0, gt=0, description="A queued job unclaimed this long is sent again if the broker lost its message."
     )
-    cancel_poll_s: float = Field(1.0, gt=0, description="How often a running job's row is read for a cancel.")
+    cancel_poll_s: float = Field(
+        1.0, gt=0, description="How often a running job's row is read for a cancel or a pause."
+    )
     cancel_grace_s: float = Field(30.0, ge=0, description="Cooperative stop time before SIGKILL on cancel.")
     stall_timeout_s: float = Field(1800.0, gt=0, description="No new step for this long: the child is stalled.")
     metrics_flush_s: float = Field(1.0, gt=0, description="Step records are written at most this often.")

@@ -140,7 +140,7 @@ def pause_job(session: Session, principal: Principal, job_id: str) -> Job:
     if job.status in (JobStatus.pausing, JobStatus.paused):
         return job
     if job.status not in PAUSABLE_STATUSES:
-        raise InvalidTransition(f"a {job.status.value} job cannot be paused (only {_names(PAUSABLE_STATUSES)} ones)")
+        raise InvalidTransition(f"only {_names(PAUSABLE_STATUSES)} jobs can be paused; this one is {job.status.value}")
     if repository.pause_queued(session, job.id):
         repository.append_event(session, job.id, job.attempt, "status", {"status": "paused", "by": "user"})
     elif repository.request_pause(session, job.id):
@@ -160,7 +160,8 @@ def resume_job(session: Session, principal: Principal, job_id: str, settings: Se
 
 
 def _names(statuses: frozenset[JobStatus]) -> str:
-    return ", ".join(s.value for s in JobStatus if s in statuses)
+    names = [s.value for s in JobStatus if s in statuses]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
 
 
 def _requeue(

@@ -28,7 +28,7 @@ from service.auth import Principal
 from service.db import make_engine, make_sessionmaker, session_scope
 from service.dispatch import CeleryDispatcher, DispatchBuffer, Wakeup
 from service.jobs import repository
-from service.jobs.service import create_job
+from service.jobs.service import create_job, pause_job, resume_job
 from service.keys.service import create_key
 from service.models import Checkpoint, Job, JobEvent, JobStatus, Metric
 from service.settings import Settings
@@ -61,6 +61,25 @@ def job_spec(world: Path, queue: str, **training: Any) -> dict[str, Any]:
         source["uri"] = str(world / source["uri"])
     spec["resources"] = {"queue": queue}
     return spec
+
+
+def uninterrupted_losses(world: Path, folder: Path, **training: Any) -> dict[int, float]:
+    """The loss at every step of the tiny job run without interruption, in this process: what a resumed job must
+    reproduce."""
+    import torch
+
+    from lingudistill.pipeline import run_job
+    from lingudistill.recipe import TrainingCallback
+
+    torch.set_num_threads(1)
+    losses: dict[int, float] = {}
+
+    class Record(TrainingCallback):
+        def on_step(self, record: dict[str, Any]) -> None:
+            losses[record["step"]] = record["loss"]
+
+    run_job(JobSpec.model_validate(job_spec(world, "ref", **training)), folder, callbacks=[Record()])
+    return losses
 
 
 # --- processes ----------------------------------------------------------------------------------------------
@@ -195,6 +214,16 @@ class Stack:
         with session_scope(self.sessions) as session:
             if not repository.cancel_queued(session, job_id):
                 assert repository.request_cancel(session, job_id)
+
+    def pause(self, job_id: str) -> Job:
+        with session_scope(self.sessions) as session:
+            return pause_job(session, self._principal(), job_id)
+
+    def resume(self, job_id: str) -> None:
+        buffer = DispatchBuffer()
+        with session_scope(self.sessions) as session:
+            resume_job(session, self._principal(), job_id, self.settings, buffer)
+        buffer.flush(CeleryDispatcher(self.settings))
 
 
 @pytest.fixture(scope="session")

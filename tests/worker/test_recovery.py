@@ -8,13 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 
-from lingudistill.pipeline import run_job
-from lingudistill.recipe import TrainingCallback
-from lingudistill.spec import JobSpec
 from service.models import FailureReason, JobStatus
-from tests.worker.conftest import Stack, job_spec, pid_alive, wait_until
+from tests.worker.conftest import Stack, job_spec, pid_alive, uninterrupted_losses, wait_until
 
 S = JobStatus
 # Long enough that a kill at an early checkpoint lands mid-run even on an idle machine.
@@ -24,16 +20,7 @@ LONG = {"max_steps": 60, "checkpoint_every": 4}
 @pytest.fixture(scope="module")
 def reference_losses(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, float]:
     """The same job, uninterrupted, in this process."""
-    torch.set_num_threads(1)
-    spec = JobSpec.model_validate(job_spec(tiny_world, "ref", **LONG))
-    losses: dict[int, float] = {}
-
-    class Record(TrainingCallback):
-        def on_step(self, record: dict) -> None:
-            losses[record["step"]] = record["loss"]
-
-    run_job(spec, tmp_path_factory.mktemp("reference"), callbacks=[Record()])
-    return losses
+    return uninterrupted_losses(tiny_world, tmp_path_factory.mktemp("reference"), **LONG)
 
 
 def _mid_run(stack: Stack, job_id: str, after_step: int) -> None:
