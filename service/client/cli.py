@@ -342,6 +342,8 @@ class ProgressView:
             line += f" loss {loss} ETA {eta}"
         if job.queue_info is not None:
             line += f" - {job.queue_info.reason}"
+        if job.status is JobStatus.paused:
+            line += f" - still waiting: `lingudistill jobs resume {job.id}` continues it"
         err(line)
 
 
@@ -514,7 +516,7 @@ def download_latest(
 # --- jobs ----------------------------------------------------------------------------------------------------------
 @click.group(cls=CiGroup, epilog=EXIT_CODES_HELP)
 def jobs() -> None:
-    """List, inspect, cancel, retry, follow, wait for and download jobs."""
+    """List, inspect, cancel, retry, pause, resume, follow, wait for and download jobs."""
 
 
 @jobs.command("list")
@@ -566,6 +568,29 @@ def jobs_retry(job_id: str, server: str, api_key: str | None) -> None:
     """Retry a failed or cancelled job from its last complete checkpoint."""
     with make_client(server, api_key) as api:
         click.echo(f"{job_id} {api.retry_job(job_id).status.value}")
+
+
+@jobs.command("pause")
+@click.argument("job_id")
+@connection_options
+@exits_3_on_errors
+def jobs_pause(job_id: str, server: str, api_key: str | None) -> None:
+    """Pause at a checkpoint and free the GPU: a queued job at once, a running one once its worker saved a
+    checkpoint at the next step (pausing, then paused). Exit 0 with the status; 3 when the job cannot be paused
+    (evaluating or finished) or is not found."""
+    with make_client(server, api_key) as api:
+        click.echo(f"{job_id} {api.pause_job(job_id).status.value}")
+
+
+@jobs.command("resume")
+@click.argument("job_id")
+@connection_options
+@exits_3_on_errors
+def jobs_resume(job_id: str, server: str, api_key: str | None) -> None:
+    """Queue a paused job again, to continue from its pause's checkpoint. Exit 0 with the status; 3 when the job
+    is not paused or is not found."""
+    with make_client(server, api_key) as api:
+        click.echo(f"{job_id} {api.resume_job(job_id).status.value}")
 
 
 @jobs.command("events")

@@ -242,6 +242,15 @@ class LinguDistillClient:
     def retry_job(self, job_id: str) -> JobOut:
         return JobOut.model_validate(self._request("POST", f"/v1/jobs/{job_id}/retry").json())
 
+    def pause_job(self, job_id: str) -> JobOut:
+        """Pause at a checkpoint, freeing the GPU: `pausing` until the worker saved it, then `paused` (a queued job
+        is paused at once). Pausing a pausing or paused job answers it unchanged."""
+        return JobOut.model_validate(self._request("POST", f"/v1/jobs/{job_id}/pause").json())
+
+    def resume_job(self, job_id: str) -> JobOut:
+        """Queue a paused job again; it continues from the pause's checkpoint."""
+        return JobOut.model_validate(self._request("POST", f"/v1/jobs/{job_id}/resume").json())
+
     def list_events(self, job_id: str, *, after: int | None = None, limit: int = 100) -> EventPage:
         return EventPage.model_validate(
             self._get(f"/v1/jobs/{job_id}/events", _clean({"after": after, "limit": limit}))
@@ -323,7 +332,8 @@ class LinguDistillClient:
         poll_interval_s: float = 2.0,
         timeout_s: float | None = None,
     ) -> JobOut:
-        """Poll until the job is final; `on_progress(job)` sees every poll. TimeoutError after `timeout_s`."""
+        """Poll until the job is final (a paused job is not: the wait goes on until it is resumed and ends);
+        `on_progress(job)` sees every poll. TimeoutError after `timeout_s`."""
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
         while True:
             job = self.get_job(job_id)

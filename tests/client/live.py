@@ -194,6 +194,10 @@ class JobDriver:
         with session_scope(self.sessions) as session:
             assert repository.transition(session, job_id, attempt, status, **fields), f"{job_id} -> {status}"
 
+    def finish_pause(self, job_id: str, attempt: int, stopped_at: int) -> None:
+        with session_scope(self.sessions) as session:
+            assert repository.finish_pause(session, job_id, attempt, stopped_at) is not None
+
     def step(self, job_id: str, attempt: int, step: int, total: int, loss: float) -> None:
         with session_scope(self.sessions) as session:
             repository.update_progress(

@@ -134,6 +134,27 @@ def test_cancelled_job_exit_2_through_jobs_commands(
     assert '"status":"cancelled"' in events.stdout
 
 
+def test_pause_and_resume_through_jobs_commands_and_wait_keeps_waiting_while_paused(
+    server: LiveServer, api_key: str, spec_file: Any
+) -> None:
+    submitted = invoke(submit, str(spec_file(f"pause-{secrets.token_hex(3)}")), server=server, key=api_key)
+    job_id = submitted.stdout.strip()
+
+    for _ in range(2):  # a repeated pause answers the paused job
+        paused = invoke(jobs, "pause", job_id, server=server, key=api_key)
+        assert paused.exit_code == 0 and paused.stdout.strip() == f"{job_id} paused"
+    waited = invoke(jobs, "wait", job_id, "--poll-interval", "0.1", "--timeout", "1", server=server, key=api_key)
+    assert waited.exit_code == 3  # paused is not final: no verdict yet
+    assert f"{job_id} paused" in waited.stderr and f"lingudistill jobs resume {job_id}" in waited.stderr
+
+    resumed = invoke(jobs, "resume", job_id, server=server, key=api_key)
+    assert resumed.exit_code == 0 and resumed.stdout.strip() == f"{job_id} queued"
+    again = invoke(jobs, "resume", job_id, server=server, key=api_key)
+    assert again.exit_code == 3 and "invalid_transition" in again.stderr
+    invoke(jobs, "cancel", job_id, server=server, key=api_key)
+    assert invoke(jobs, "pause", job_id, server=server, key=api_key).exit_code == 3  # a cancelled job
+
+
 def test_bad_key_usage_and_missing_objects_exit_3(server: LiveServer, api_key: str, spec_file: Any) -> None:
     bad_key = invoke(submit, str(spec_file(f"key-{secrets.token_hex(3)}")), "--wait", server=server, key="ldk_nope")
     assert bad_key.exit_code == 3

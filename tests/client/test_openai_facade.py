@@ -95,6 +95,24 @@ def test_extra_body_list_pages_and_cancel(ai: openai.OpenAI, tmp_path: Path) -> 
     assert cancelled.status == "cancelled"
 
 
+def test_pause_and_resume_through_the_openai_client(ai: openai.OpenAI, driver: JobDriver, tmp_path: Path) -> None:
+    training = text_file(ai, tmp_path)
+    job = ai.fine_tuning.jobs.create(model="s3://models/student", training_file=training.id, method=METHOD)
+    attempt = driver.start(job.id)[0]
+    assert ai.fine_tuning.jobs.pause(job.id).status == "pausing"
+    assert ai.fine_tuning.jobs.pause(job.id).status == "pausing"  # a repeated pause answers the job unchanged
+
+    driver.checkpoint(job.id, attempt, 12, f"jobs/{job.id}/attempt-{attempt}/checkpoints/12", {"model.bin": "ab"})
+    driver.finish_pause(job.id, attempt, stopped_at=12)
+    assert ai.fine_tuning.jobs.retrieve(job.id).status == "paused"
+    assert ai.fine_tuning.jobs.resume(job.id).status == "queued"
+    with pytest.raises(openai.ConflictError) as raised:
+        ai.fine_tuning.jobs.resume(job.id)
+    assert raised.value.code == "invalid_transition"
+    messages = [e.message for e in ai.fine_tuning.jobs.list_events(job.id, limit=50)]
+    assert any("Paused at step 12" in m for m in messages), messages
+
+
 def test_errors_come_in_openai_s_envelope_with_the_param(ai: openai.OpenAI, tmp_path: Path) -> None:
     training = text_file(ai, tmp_path)
     bad_method = {**METHOD, "lingudistill": {**METHOD["lingudistill"], "hyperparameters": {"n_epochs": 3}}}
