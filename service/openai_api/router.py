@@ -16,8 +16,9 @@ from service.deps import BufferDep, PrincipalDep, SessionDep, StateDep
 from service.errors import AppError, FieldError, InvalidParameter
 from service.jobs import repository
 from service.jobs import service as jobs
+from service.jobs.events import event_view
 from service.jobs.router import create_job as create_v1_job
-from service.jobs.schemas import EventOut, JobOut
+from service.jobs.schemas import JobOut
 from service.openai_api import translate
 from service.openai_api.schemas import CreateFineTuningJob, ErrorEnvelope, FileObject, FineTuningJob, ListPage
 from service.pagination import encode_cursor
@@ -124,6 +125,26 @@ def cancel_fine_tuning_job(job_id: str, session: SessionDep, principal: Principa
     return translate.fine_tuning_job(jobs.detailed_view(session, job, state.settings))
 
 
+@router.post(
+    "/fine_tuning/jobs/{job_id}/pause",
+    response_model=FineTuningJob,
+    summary="Pause a fine-tuning job at a checkpoint (pausing, then paused)",
+)
+def pause_fine_tuning_job(job_id: str, session: SessionDep, principal: PrincipalDep, state: StateDep) -> Any:
+    job = jobs.pause_job(session, principal, job_id)
+    return translate.fine_tuning_job(jobs.detailed_view(session, job, state.settings))
+
+
+@router.post(
+    "/fine_tuning/jobs/{job_id}/resume", response_model=FineTuningJob, summary="Resume a paused fine-tuning job"
+)
+def resume_fine_tuning_job(
+    job_id: str, session: SessionDep, principal: PrincipalDep, state: StateDep, buffer: BufferDep
+) -> Any:
+    job = jobs.resume_job(session, principal, job_id, state.settings, buffer)
+    return translate.fine_tuning_job(jobs.detailed_view(session, job, state.settings))
+
+
 @router.get("/fine_tuning/jobs/{job_id}/events", response_model=ListPage, summary="A job's events, oldest first")
 def list_fine_tuning_events(
     job_id: str,
@@ -136,7 +157,7 @@ def list_fine_tuning_events(
     if after is not None and not (after.isascii() and after.isdigit() and len(after) <= 18):
         raise _invalid("after", "after is the id of an event: a number")
     events = repository.list_events(session, job.id, int(after) if after else None, limit + 1)
-    data = [translate.event(EventOut.model_validate(e, from_attributes=True)) for e in events[:limit]]
+    data = [translate.event(event_view(e)) for e in events[:limit]]  # the API's one-line messages, paths redacted
     return _page(data, has_more=len(events) > limit)
 
 

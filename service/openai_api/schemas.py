@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FineTuningStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+FineTuningStatus = Literal[
+    "validating_files", "queued", "running", "pausing", "paused", "succeeded", "failed", "cancelled"
+]
 
 
 class FileObject(BaseModel):

@@ -31,6 +31,8 @@ STATUSES: dict[JobStatus, FineTuningStatus] = {
     JobStatus.validating: "validating_files",
     JobStatus.running: "running",
     JobStatus.evaluating: "running",  # the final scoring is part of the run to an OpenAI client
+    JobStatus.pausing: "pausing",  # OpenAI's own names for the two
+    JobStatus.paused: "paused",
     JobStatus.succeeded: "succeeded",
     JobStatus.failed: "failed",
     JobStatus.cancelling: "cancelled",  # cancel answers "cancelled" at once, as OpenAI's does
