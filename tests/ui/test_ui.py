@@ -306,6 +306,31 @@ def test_cancel_a_second_job(page: Page, server: Server, shoot: Any) -> None:
     shoot(page, "job-cancelled")
 
 
+def test_pause_and_resume_a_running_job(page: Page, server: Server) -> None:
+    with server.client() as client:
+        response = client.post("/v1/jobs", json=api_spec(server.world, "ui-to-pause", training=_long_training()))
+        assert response.status_code == 201, response.text
+        job_id = response.json()["id"]
+
+    _open(page, server, f"/jobs/{job_id}")
+    _heading(page, "ui-to-pause")
+    expect(page.get_by_role("button", name="Resume")).to_have_count(0)
+    expect(page.locator("#job-status .badge")).to_have_text("running", timeout=JOB_TIMEOUT_MS)
+    page.get_by_role("button", name="Pause").click()
+    badge = page.locator("#job-status .badge")
+    expect(badge).to_have_text("paused", timeout=60_000)  # via pausing, once the worker saved a checkpoint
+    expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+    expect(page.locator("#events")).to_contain_text(re.compile(r"Paused at step \d+ \(checkpoint step-\d+\)"))
+
+    page.get_by_role("button", name="Resume").click()
+    expect(badge).to_have_text(re.compile(r"^(queued|validating|running)$"))
+    expect(page.get_by_role("button", name="Resume")).to_have_count(0)
+    expect(page.locator("#events")).to_contain_text("Resuming from the checkpoint at step", timeout=JOB_TIMEOUT_MS)
+    with server.client() as client:  # the one embedded worker is needed by the tests after this one
+        client.post(f"/v1/jobs/{job_id}/cancel")
+    server.wait_job(job_id, {"cancelled"}, 60)
+
+
 def test_compare_lingudistill_with_plain_fine_tuning(page: Page, server: Server, shoot: Any) -> None:
     with server.client() as client:
         jobs = client.get("/v1/jobs", params={"name": "ui-lingudistill", "view": "full"}).json()["items"]

@@ -206,7 +206,9 @@ export function uploadFile(path, file, query, onProgress) {
 }
 
 // The job lifecycle is the API's (service/lifecycle.py): the JobStatus enum of its OpenAPI document, read once
-// before any page renders; `x-final` names those of a finished job.
+// before any page renders; `x-final` names those of a finished job, `x-actions` the statuses each user action
+// (pause, resume) accepts.
 const lifecycle = (await fetch("/openapi.json").then((r) => r.json())).components.schemas.JobStatus;
 export const STATUSES = lifecycle.enum;
 export const FINAL = new Set(lifecycle["x-final"]);
+export const ACCEPTS = Object.fromEntries(Object.entries(lifecycle["x-actions"]).map(([action, from]) => [action, new Set(from)]));

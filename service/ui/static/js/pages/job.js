@@ -1,6 +1,6 @@
-// One job: live progress, loss curves, events, checkpoints, the report, the spec, cancel and retry.
+// One job: live progress, loss curves, events, checkpoints, the report, the spec, cancel, retry, pause and resume.
 
-import { api, download, fetchBlob, FINAL, followEvents } from "../api.js";
+import { ACCEPTS, api, download, fetchBlob, FINAL, followEvents } from "../api.js";
 import { chartControls, LineChart } from "../chart.js";
 import { announce, bytes, clear, clock, duration, errorBox, h, number, statusBadge, timeCell } from "../dom.js";
 import { describeEvent, eventLevel } from "../events.js";
@@ -74,6 +74,9 @@ export async function renderJob(main, jobId) {
     const retriable = job.status === "failed" || job.status === "cancelled";
     clear(
       buttons,
+      // shown only where the lifecycle accepts them: a paused job offers Resume in place of Pause
+      ACCEPTS.pause.has(job.status) ? h("button", { type: "button", class: "button secondary", id: "pause-job", onclick: pause }, "Pause") : null,
+      ACCEPTS.resume.has(job.status) ? h("button", { type: "button", class: "button", id: "resume-job", onclick: resume }, "Resume") : null,
       h("button", { type: "button", class: "button danger", id: "cancel-job", disabled: !cancellable, onclick: cancel }, "Cancel job"),
       h("button", { type: "button", class: "button secondary", id: "retry-job", disabled: !retriable, onclick: retry }, "Retry"),
       h("a", { class: "button secondary", href: `#/new?from=${job.id}` }, "Clone as new job"),
@@ -228,6 +231,31 @@ export async function renderJob(main, jobId) {
       renderHeader();
       renderProgress();
       if (FINAL.has(job.status)) await Promise.all([catchUpEvents(), renderCheckpoints(), renderReport()]); // a queued job ends at once
+      schedule();
+    } catch (error) {
+      statusLine.append(errorBox(error));
+    }
+  }
+
+  // Pause: a queued job is paused at once; a running one goes through pausing until its worker saved a checkpoint.
+  async function pause() {
+    try {
+      job = await api(`/v1/jobs/${job.id}/pause`, { method: "POST" });
+      announce(job.status === "paused" ? "Job paused." : "Pause requested: the job stops at its next checkpoint.");
+      renderHeader();
+      renderProgress();
+      schedule();
+    } catch (error) {
+      statusLine.append(errorBox(error));
+    }
+  }
+
+  async function resume() {
+    try {
+      job = await api(`/v1/jobs/${job.id}/resume`, { method: "POST" });
+      announce("Job resumed: queued to continue from its checkpoint.");
+      renderHeader();
+      renderProgress();
       schedule();
     } catch (error) {
       statusLine.append(errorBox(error));
