@@ -6,11 +6,13 @@ import ast
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
 from lingudistill.cli import main
 from lingudistill.pipeline import run_job
+from lingudistill.recipe import TrainingCallback
 from lingudistill.spec import EvalSuite, load_spec
 from tests.engine.conftest import COLOURS, NUMBERS
 
@@ -95,6 +97,39 @@ def test_train_resume_of_a_spec_without_a_seed_keeps_the_recorded_seed(tiny_job)
     assert json.loads((out / "spec.json").read_text())["training"]["seed"] == seed
     after = _losses(out)
     assert sorted(after) == [1, 2, 3, 4] and after == before
+
+
+class PauseAt(TrainingCallback):
+    """Asks to pause once training reached `step`, as the worker's PAUSE file does; records the checkpoints saved."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.seen, self.saved = step, 0, []
+
+    def on_step(self, record: dict) -> None:
+        self.seen = record["step"]
+
+    def on_checkpoint(self, step: int, folder: Path, manifest: dict) -> None:
+        self.saved.append(step)
+
+    def should_pause(self) -> bool:
+        return self.seen >= self.step
+
+
+def test_a_pause_checkpoints_the_step_it_stops_at_and_the_resume_is_exact(tiny_job):
+    spec = load_spec(tiny_job)
+    training = spec.training.model_copy(update={"max_steps": 6, "checkpoint_every": 2})
+    spec = spec.model_copy(update={"training": training})
+    run_job(spec, tiny_job.parent / "whole")
+
+    out, first, second = tiny_job.parent / "paused", PauseAt(3), PauseAt(4)
+    paused = run_job(spec, out, callbacks=[first]).train
+    assert (paused.stopped_early, paused.steps, first.saved) == (True, 3, [2, 3])  # 3: the pause's checkpoint
+    again = run_job(spec, out, resume=True, callbacks=[second]).train
+    assert (again.steps, second.saved) == (4, [4])  # paused at a periodic checkpoint: not saved twice
+
+    resumed = run_job(spec, out, resume=True).train
+    assert not resumed.stopped_early and resumed.steps == 6
+    assert _losses(out) == pytest.approx(_losses(tiny_job.parent / "whole"), rel=1e-5)
 
 
 def _losses(out) -> dict[int, float]:
