@@ -282,12 +282,15 @@ def _explore_the_loss_chart(page: Page) -> None:
     expect(chart).to_have_attribute("data-scale", "linear")
 
 
-def test_cancel_a_second_job(page: Page, server: Server, shoot: Any) -> None:
+def _submit_long(server: Server, name: str) -> str:
     with server.client() as client:
-        response = client.post("/v1/jobs", json=api_spec(server.world, "ui-to-cancel", training=_long_training()))
+        response = client.post("/v1/jobs", json=api_spec(server.world, name, training=_long_training()))
         assert response.status_code == 201, response.text
-        job_id = response.json()["id"]
+        return str(response.json()["id"])
 
+
+def test_cancel_a_second_job(page: Page, server: Server, shoot: Any) -> None:
+    job_id = _submit_long(server, "ui-to-cancel")
     _open(page, server, f"/jobs/{job_id}")
     _heading(page, "ui-to-cancel")
     page.once("dialog", lambda dialog: dialog.accept())
@@ -307,11 +310,7 @@ def test_cancel_a_second_job(page: Page, server: Server, shoot: Any) -> None:
 
 
 def test_pause_and_resume_a_running_job(page: Page, server: Server) -> None:
-    with server.client() as client:
-        response = client.post("/v1/jobs", json=api_spec(server.world, "ui-to-pause", training=_long_training()))
-        assert response.status_code == 201, response.text
-        job_id = response.json()["id"]
-
+    job_id = _submit_long(server, "ui-to-pause")
     _open(page, server, f"/jobs/{job_id}")
     _heading(page, "ui-to-pause")
     expect(page.get_by_role("button", name="Resume")).to_have_count(0)

@@ -237,23 +237,19 @@ export async function renderJob(main, jobId) {
     }
   }
 
-  // Pause: a queued job is paused at once; a running one goes through pausing until its worker saved a checkpoint.
-  async function pause() {
-    try {
-      job = await api(`/v1/jobs/${job.id}/pause`, { method: "POST" });
-      announce(job.status === "paused" ? "Job paused." : "Pause requested: the job stops at its next checkpoint.");
-      renderHeader();
-      renderProgress();
-      schedule();
-    } catch (error) {
-      statusLine.append(errorBox(error));
-    }
+  // Pause (a queued job at once; a running one through pausing, until its worker saved a checkpoint) and resume.
+  function pause() {
+    return act("pause", () => (job.status === "paused" ? "Job paused." : "Pause requested: the job stops at its next step, after a checkpoint."));
   }
 
-  async function resume() {
+  function resume() {
+    return act("resume", () => "Job resumed: queued to continue from its checkpoint.");
+  }
+
+  async function act(action, said) {
     try {
-      job = await api(`/v1/jobs/${job.id}/resume`, { method: "POST" });
-      announce("Job resumed: queued to continue from its checkpoint.");
+      job = await api(`/v1/jobs/${job.id}/${action}`, { method: "POST" });
+      announce(said());
       renderHeader();
       renderProgress();
       schedule();
