@@ -429,3 +429,15 @@ def test_another_tenant_can_neither_pause_nor_resume(client, make_client, new_ke
         response = other.post(f"/v1/jobs/{job['id']}/{action}")
         assert response.status_code == 404 and response.json()["code"] == "job_not_found"
     assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+
+
+def test_a_paused_job_frees_its_tenant_slot_and_its_resume_waits_for_one(make_client, new_key, spec_body, dispatcher):
+    client = make_client(new_key("one-slot"), max_active_jobs_per_tenant=1)
+    first = client.post("/v1/jobs", json=spec_body()).json()
+    client.post(f"/v1/jobs/{first['id']}/pause")
+    second = client.post("/v1/jobs", json=spec_body()).json()
+    assert client.get(f"/v1/jobs/{second['id']}").json()["queue_info"]["held"] is False  # the paused one holds none
+
+    resumed = client.post(f"/v1/jobs/{first['id']}/resume").json()
+    assert resumed["status"] == "queued" and resumed["queue_info"]["held"] is True
+    assert resumed["queue_info"]["reason"].startswith("tenant limit of 1")
