@@ -225,3 +225,25 @@ def test_cancel_of_a_running_two_rank_job_leaves_no_process(
     assert job.status is S.cancelled and job.failure_reason is FailureReason.cancelled
     assert stack.events(job_id, "stopping")
     wait_until(lambda: job_processes(job_id) == [], 5, "every rank and torchrun to be gone")
+
+
+def test_a_paused_two_rank_job_saves_a_sharded_checkpoint_frees_every_rank_and_resumes(
+    stack: Stack, cpu_ranks_worker: tuple[WorkerProcess, str], tiny_world: Path
+) -> None:
+    _, queue = cpu_ranks_worker
+    job_id = stack.submit(two_rank_spec(tiny_world, queue, max_steps=600, checkpoint_every=10_000))
+    wait_until(lambda: (stack.job(job_id).step or 0) > 2, 150, "the first steps")
+
+    assert stack.pause(job_id).status is S.pausing
+    job = stack.wait_status(job_id, {S.paused, S.failed, S.succeeded}, timeout=60)
+    assert job.status is S.paused, job.failure_message
+    [checkpoint] = stack.checkpoints(job_id)  # the pause's, at the step the ranks stopped at
+    assert checkpoint.step == job.resume_checkpoint_step > 2
+    assert any(name.startswith("dcp/") for name in checkpoint.manifest)  # every rank's shard
+    wait_until(lambda: job_processes(job_id) == [], 5, "every rank and torchrun to be gone")
+
+    stack.resume(job_id)
+    job = stack.wait_status(job_id, {S.succeeded, S.failed}, timeout=150)
+    assert job.status is S.succeeded, job.failure_message
+    assert stack.events(job_id, "resuming")[0].data["step"] == checkpoint.step
+    assert [step for step, _ in stack.metrics(job_id)] == list(range(1, 601))
