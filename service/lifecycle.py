@@ -13,10 +13,11 @@ fastapi.
     pausing -> cancelling, paused -> cancelled (cancel);  pausing -> failed (the checkpoint could not be written)
     pausing -> evaluating (training ended before the pause landed: the job finishes)
 
-Pausing: a worker still holds the lease; its training child saves a checkpoint at its next step boundary (in
-validating: at the first step boundary of training), the worker uploads it, stops the child and releases the lease.
-Paused: no lease, no GPU, not final; the paused attempt does not count against max_attempts. An evaluating job is
-not paused (409): its training is over, and the final scoring has no step to stop at.
+Pausing: a worker still holds the lease; its training child saves a checkpoint at its next step boundary (paused
+while validating, it stops once validation ends, before any step: the job resumes from where it was), the worker
+uploads it, stops the child and releases the lease. Paused: no lease, no GPU, not final, and only resume or cancel
+move it; the paused attempt does not count against max_attempts. An evaluating job is not paused (409): its
+training is over, and the final scoring has no step to stop at.
 """
 
 from __future__ import annotations

@@ -126,9 +126,9 @@ def cancel_job(job_id: JobId, session: SessionDep, principal: PrincipalDep, stat
     response_model=JobOut,
     responses=problem_responses(404, 409),
     summary="Pause a job at a checkpoint, freeing its GPU",
-    description="queued: paused at once (held, not dispatched); validating or running: pausing, then paused once "
-    "the worker saved a checkpoint at the next step boundary (in validating: the first one of training), uploaded "
-    "it and released the GPU. A paused attempt does not count against max_attempts. Pausing a pausing or paused job "
+    description="queued: paused at once (held, not dispatched); running: pausing, then paused once the worker saved "
+    "a checkpoint at the next step boundary, uploaded it and released the GPU; validating: paused once validation "
+    "ends, before any step. A paused attempt does not count against max_attempts. Pausing a pausing or paused job "
     "answers it unchanged; any other status is 409 `invalid_transition` (an evaluating job has no step left to stop "
     "at).",
 )

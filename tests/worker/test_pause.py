@@ -68,7 +68,7 @@ def test_a_pause_while_validating_stops_before_training_and_cancel_ends_the_paus
 
     job = stack.wait_status(job_id, {S.paused, S.failed, S.succeeded}, timeout=60)
     assert job.status is S.paused, job.failure_message
-    # at the first step boundary of training (none trained) or, if validation ended first, at a checkpoint
+    # once validation ended, before any step; or at a step's checkpoint if training began before the pause was seen
     steps = [c.step for c in stack.checkpoints(job_id)]
     assert job.resume_checkpoint_step == (steps[-1] if steps else None)
     assert max((step for step, _ in stack.metrics(job_id)), default=0) == (job.resume_checkpoint_step or 0)
