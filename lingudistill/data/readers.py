@@ -1,0 +1,319 @@
+"""The rows of one data file, read two ways: streamed in file order (validation, `read_source`), or by index
+(training), holding only an index of where each row is, never the rows.
+
+- JSONL: the byte offset of each record's line (8 bytes a record) and the record counts at which blank lines
+  were skipped, so a record still names its line. Indexing reads the file once without parsing it.
+- JSON array (LLaVA's layout): the byte offset and line of each item (16 bytes a record), found by a scan that
+  decodes the file in chunks, so neither indexing nor validation holds the file.
+- Parquet: the first row of each row group; a row is read from its row group, and only the current one is kept.
+- hf:// datasets: the `datasets` library's own memory-mapped Arrow table, indexed directly.
+
+A row is a raw value or the reason it could not be read; `records.parse_record` validates it when it is read.
+"""
+
+from __future__ import annotations
+
+import bisect
+import codecs
+import json
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from lingudistill import uris
+from lingudistill.data.records import DataError
+
+_PARQUET_BATCH_ROWS = 1024
+_CHUNK_BYTES = 1 << 20
+_NOT_AN_ARRAY = "a .json dataset must be one JSON array of records (use .jsonl for one record a line)"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One raw record, or the reason it could not be read."""
+
+    origin: str
+    base_dir: Path | None
+    value: object = None
+    error: str | None = None
+
+
+class IndexedRows(Protocol):
+    """The rows of one data file (or hub dataset) by position, 0-based."""
+
+    def __len__(self) -> int: ...
+
+    def row(self, index: int) -> Row: ...
+
+
+# --- JSONL ------------------------------------------------------------------------------------------------------
+
+
+def jsonl_rows(path: Path, name: str) -> Iterator[Row]:
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            row = _line_row(raw, number, path, name)
+            if row is not None:
+                yield row
+
+
+def _line_row(raw: bytes, number: int, path: Path, name: str) -> Row | None:
+    """The row on line `number`, or None for a blank line."""
+    origin = f"{name}:{number}"
+    try:
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        return Row(origin, path.parent, error=f"not UTF-8 text: {exc.reason} at byte {exc.start}")
+    if not text.strip():
+        return None
+    try:
+        return Row(origin, path.parent, value=json.loads(text))
+    except json.JSONDecodeError as exc:
+        return Row(origin, path.parent, error=f"invalid JSON: {exc.msg} (column {exc.colno})")
+
+
+def _is_blank(raw: bytes, number: int) -> bool:
+    """What `_line_row` skips, decided without parsing: a record line almost always starts with '{'."""
+    if raw[:1] == b"{":
+        return False
+    try:
+        return not raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+    except UnicodeDecodeError:
+        return False  # a row, whose error is reported when it is read
+
+
+class JsonlIndex:
+    def __init__(self, path: Path, name: str) -> None:
+        self.path, self.name = path, name
+        self.offsets = array("q")  # byte offset of each record's line
+        self.blanks = array("q")  # for each skipped blank line, the number of records before it
+        position = 0
+        with path.open("rb") as lines:
+            for number, raw in enumerate(lines, start=1):
+                if _is_blank(raw, number):
+                    self.blanks.append(len(self.offsets))
+                else:
+                    self.offsets.append(position)
+                position += len(raw)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def row(self, index: int) -> Row:
+        number = index + 1 + bisect.bisect_right(self.blanks, index)
+        with self.path.open("rb") as handle:
+            handle.seek(self.offsets[index])
+            row = _line_row(handle.readline(), number, self.path, self.name)
+        if row is None:
+            raise DataError(f"{self.name}: the file changed since it was indexed (line {number} is blank now)")
+        return row
+
+
+# --- JSON arrays ------------------------------------------------------------------------------------------------
+
+
+class _JsonError(Exception):
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
+class _TextWindow:
+    """A UTF-8 file decoded a chunk at a time. `text` holds what is not yet consumed; `mark` is a position in it
+    whose byte offset and line are known, moved forward by `advance` and cut off by `compact`."""
+
+    _SPACE = " \t\r\n"
+
+    def __init__(self, handle: BinaryIO, *, byte: int = 0, line: int = 1, column: int = 1) -> None:
+        self.handle = handle
+        self.decoder = codecs.getincrementaldecoder("utf-8-sig" if byte == 0 else "utf-8")()
+        self.text, self.eof, self.read_bytes = "", False, byte
+        self.mark, self.mark_byte, self.mark_line, self.mark_column = 0, byte, line, column
+
+    def more(self) -> bool:
+        """Decode the next chunk onto `text`; False at the end of the file."""
+        if self.eof:
+            return False
+        chunk = self.handle.read(_CHUNK_BYTES)
+        try:
+            self.text += self.decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            raise _JsonError(None, f"not UTF-8 text: {exc.reason} at byte {self.read_bytes + exc.start}") from None
+        self.read_bytes += len(chunk)
+        self.eof = not chunk
+        return True
+
+    def skip_space(self, position: int) -> int:
+        while True:
+            while position < len(self.text) and self.text[position] in self._SPACE:
+                position += 1
+            if position < len(self.text) or not self.more():
+                return position
+
+    def decode(self, position: int) -> tuple[object, int]:
+        """The JSON value starting at `position` and where it ends; reads on until the value is whole."""
+        decoder = json.JSONDecoder()
+        while True:
+            try:
+                value, end = decoder.raw_decode(self.text, position)
+                if end < len(self.text) or self.eof:  # a number at the chunk's end may go on in the next one
+                    return value, end
+            except json.JSONDecodeError as exc:
+                if self.eof:
+                    raise self.broken(exc.pos, exc.msg) from None
+            self.more()
+
+    def place(self, position: int) -> tuple[int, int]:
+        """(line, column) of `position`, at or after the mark."""
+        passed = self.text[self.mark : position]
+        newlines = passed.count("\n")
+        column = len(passed) - passed.rfind("\n") if newlines else self.mark_column + len(passed)
+        return self.mark_line + newlines, column
+
+    def advance(self, position: int) -> None:
+        """Move the mark to `position` (not before it), keeping its byte offset, line and column."""
+        self.mark_byte += len(self.text[self.mark : position].encode())
+        (self.mark_line, self.mark_column), self.mark = self.place(position), position
+
+    def broken(self, position: int, message: str) -> _JsonError:
+        line, column = self.place(position)
+        return _JsonError(line, f"invalid JSON: {message} (column {column})")
+
+    def compact(self) -> None:
+        """Forget the text before the mark, so the window stays about a chunk long."""
+        if self.mark > _CHUNK_BYTES:
+            self.text, self.mark = self.text[self.mark :], 0
+
+
+def _json_array_items(handle: BinaryIO) -> Iterator[tuple[int, int, object]]:
+    """(byte offset, line, value) of each item of `[item, item, ...]`; raises _JsonError where the file breaks."""
+    window = _TextWindow(handle)
+    position = window.skip_space(0)
+    if window.text[position : position + 1] != "[":
+        raise window.broken(position, _NOT_AN_ARRAY)
+    position = window.skip_space(position + 1)
+    if window.text[position : position + 1] == "]":
+        return
+    while True:
+        value, end = window.decode(position)
+        window.advance(position)
+        yield window.mark_byte, window.mark_line, value
+        position = window.skip_space(end)
+        following = window.text[position : position + 1]
+        if following == "]":
+            return
+        if following != ",":
+            raise window.broken(position, "expected ',' or ']' after an array item")
+        position = window.skip_space(position + 1)
+        window.advance(position)
+        window.compact()
+        position = window.mark
+
+
+def json_array_rows(path: Path, name: str) -> Iterator[Row]:
+    """The items of a JSON array file, each named by the line it starts on."""
+    with path.open("rb") as handle:
+        try:
+            for _, line, value in _json_array_items(handle):
+                yield Row(f"{name}:{line}", path.parent, value=value)
+        except _JsonError as exc:
+            yield Row(name if exc.line is None else f"{name}:{exc.line}", path.parent, error=exc.message)
+
+
+class JsonArrayIndex:
+    def __init__(self, path: Path, name: str) -> None:
+        self.path, self.name = path, name
+        self.offsets, self.lines = array("q"), array("q")
+        with path.open("rb") as handle:
+            try:
+                for offset, line, _ in _json_array_items(handle):
+                    self.offsets.append(offset)
+                    self.lines.append(line)
+            except _JsonError as exc:
+                raise DataError(exc.message, origin=name if exc.line is None else f"{name}:{exc.line}") from None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def row(self, index: int) -> Row:
+        origin = f"{self.name}:{self.lines[index]}"
+        with self.path.open("rb") as handle:
+            handle.seek(self.offsets[index])
+            window = _TextWindow(handle, byte=self.offsets[index], line=self.lines[index])
+            try:
+                value, _ = window.decode(window.skip_space(0))
+            except _JsonError as exc:
+                return Row(origin, self.path.parent, error=exc.message)
+        return Row(origin, self.path.parent, value=value)
+
+
+# --- Parquet ----------------------------------------------------------------------------------------------------
+
+
+def parquet_rows(path: Path, name: str) -> Iterator[Row]:
+    import pyarrow.parquet as pq
+
+    number = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+        for value in batch.to_pylist():
+            number += 1
+            yield Row(f"{name}:row {number}", path.parent, value=value)
+
+
+class ParquetIndex:
+    """Rows by (row group, row): a read decodes its row group, which is kept until a row of another is read."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        import pyarrow.parquet as pq
+
+        self.path, self.name = path, name
+        self.file = pq.ParquetFile(path)
+        sizes = [self.file.metadata.row_group(group).num_rows for group in range(self.file.num_row_groups)]
+        self.starts = array("q", [0])
+        for size in sizes:
+            self.starts.append(self.starts[-1] + size)
+        self._group, self._table = -1, None
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def row(self, index: int) -> Row:
+        group = bisect.bisect_right(self.starts, index) - 1
+        if group != self._group:
+            self._group, self._table = group, None  # drop the old row group before reading the next
+            self._table = self.file.read_row_group(group)
+        (value,) = self._table.slice(index - self.starts[group], 1).to_pylist()
+        return Row(f"{self.name}:row {index + 1}", self.path.parent, value=value)
+
+
+# --- hf:// ------------------------------------------------------------------------------------------------------
+
+
+def hf_dataset(uri: str) -> Any:  # a datasets.Dataset: memory-mapped, indexable
+    repo_id, revision, split = uris.parse_hf_uri(uri)
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError(f"{uri}: reading hf:// datasets needs the 'datasets' package: pip install datasets") from None
+    return datasets.load_dataset(repo_id, revision=revision, split=split or "train")
+
+
+def hf_rows(uri: str) -> Iterator[Row]:
+    for number, value in enumerate(hf_dataset(uri), start=1):
+        # base_dir None: a hub dataset may not name files on this machine
+        yield Row(f"{uri}:row {number}", None, value=value)
+
+
+class HfIndex:
+    """A `datasets.Dataset` is a memory-mapped Arrow table: indexing it reads one row from the mapped file."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri, self.rows = uri, hf_dataset(uri)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def row(self, index: int) -> Row:
+        return Row(f"{self.uri}:row {index + 1}", None, value=self.rows[index])
