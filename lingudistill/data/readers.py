@@ -127,8 +127,12 @@ class _TextWindow:
     _SPACE = " \t\r\n"
 
     def __init__(self, handle: BinaryIO, *, byte: int = 0, line: int = 1, column: int = 1) -> None:
+        """`handle` is at `byte`, which is on `line` and `column`."""
+        if byte == 0 and handle.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
+            byte = len(codecs.BOM_UTF8)  # tolerated, and not counted as text
+        handle.seek(byte)
         self.handle = handle
-        self.decoder = codecs.getincrementaldecoder("utf-8-sig" if byte == 0 else "utf-8")()
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
         self.text, self.eof, self.read_bytes = "", False, byte
         self.mark, self.mark_byte, self.mark_line, self.mark_column = 0, byte, line, column
 
