@@ -22,7 +22,7 @@ from lingudistill.data.records import DataError, Record, load_image, parse_recor
 from lingudistill.data.sources import load_sources, read_source
 from lingudistill.spec import MixtureSource
 
-from .conftest import chat, png_bytes, write_jsonl
+from .conftest import png_bytes, write_jsonl
 
 
 def source(uri: str | Path, name: str = "s", **extra: object) -> MixtureSource:
@@ -41,14 +41,17 @@ def text_record(i: int, length: int = 20) -> dict:
 
 
 def test_jsonl_by_index_equals_the_file_read_in_order(tmp_path: Path) -> None:
-    lines: list[object] = [text_record(i) for i in range(30)]
-    lines[3:3] = ["", "   "]  # blank lines are skipped but still counted in line numbers
-    lines.insert(10, "")
+    lines: list[object] = [text_record(i) for i in range(3 * readers.JSONL_BLOCK + 5)]
+    # blank lines are skipped but still counted in line numbers, also where a block of the index starts or ends
+    for at in (3 * readers.JSONL_BLOCK, 2 * readers.JSONL_BLOCK, readers.JSONL_BLOCK + 2, readers.JSONL_BLOCK, 3):
+        lines[at:at] = ["", "   "]
     path = tmp_path / "t.jsonl"
     write_jsonl(path, lines)
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # a byte order mark on the first line
     eager = list(read_source(source(path)))
     assert indexed(source(path)) == eager
+    records = load_sources([source(path)])["s"]
+    assert [records[i] for i in (196, 64, 63, 0, 128, 127, 65)] == [eager[i] for i in (196, 64, 63, 0, 128, 127, 65)]
     assert [r.origin.rsplit(":", 1)[1] for r in eager[:4]] == ["1", "2", "3", "6"]
 
 
