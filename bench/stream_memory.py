@@ -8,7 +8,11 @@ process that does what training does with its data and nothing else: `load_sourc
 source and a small fixed one (weights 0.8 and 0.2), a `MixtureSampler`, then `--steps` steps of `--batch` records,
 each read (parsed and validated) and its text touched. No model runs: the model's memory does not depend on the
 dataset's size, and leaving it out makes the data path's share as large as it can be. Peak memory is the process's
-own max RSS (getrusage RUSAGE_SELF, read before it exits).
+high-water RSS, VmHWM in /proc/self/status, read before it exits. Not getrusage's ru_maxrss: Linux carries the
+pre-exec memory into it, and subprocess starts the child with vfork, so every child reported the driver's 45 MB.
+
+The same two measurements are repeated in a process that first imports what the trainer imports (torch,
+transformers; no model is built), the floor under which no training process runs.
 
 The baseline, measured in the same run: the eager loader that held every record (`list(read_source(...))`, what
 `load_sources` did before issue 17) with the same sampler, at the sizes given by --eager (1M records of this text
@@ -27,7 +31,6 @@ import argparse
 import hashlib
 import json
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -80,6 +83,8 @@ def mixture(folder: Path, large: int) -> list[MixtureSource]:
 def measure(args: argparse.Namespace) -> dict:
     """Load, sample and read `skip + steps` steps; hash the records of the last `steps`."""
     folder, large, loader, batch = Path(args._folder), args._large, args._loader, args.batch
+    if args.trainer:
+        import lingudistill.recipe  # noqa: F401 - what a training process has loaded before its data: torch, transformers
     started = time.perf_counter()
     specs = mixture(folder, large)
     eager = loader == "eager"  # the baseline: every record in memory, as load_sources held them before issue 17
@@ -102,7 +107,7 @@ def measure(args: argparse.Namespace) -> dict:
     return {
         "large": large,
         "loader": loader,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+        "peak_rss_mb": peak_rss_mb(),
         "load_s": loaded - started,
         "shuffle_s": shuffled - loaded,
         "read_s": finished - shuffled,
@@ -111,6 +116,11 @@ def measure(args: argparse.Namespace) -> dict:
         "digest": digest.hexdigest(),
         "held_bytes_per_record": held_bytes_per_record(sources, sampler) if loader == "indexed" else None,
     }
+
+
+def peak_rss_mb() -> float:
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(status["VmHWM"].split()[0]) / 1024  # "12345 kB"
 
 
 def held_bytes_per_record(sources: dict, sampler: MixtureSampler) -> float:
@@ -124,11 +134,12 @@ def held_bytes_per_record(sources: dict, sampler: MixtureSampler) -> float:
 # --- the driver ------------------------------------------------------------------------------------------------------
 
 
-def child(args: argparse.Namespace, large: int, loader: str, steps: int, **resume: str | int) -> dict:
-    """One measurement in a fresh process; `resume`: skip (steps drawn first, not hashed), state_in, state_out."""
+def child(args: argparse.Namespace, large: int, loader: str, steps: int, **extra: str | int) -> dict:
+    """One measurement in a fresh process. `extra`: trainer (1: load what the trainer imports first), skip (steps
+    drawn first, not hashed), state_in, state_out."""
     command = [sys.executable, __file__, "--_child", "--_folder", str(args._folder), "--_large", str(large)]
     command += ["--_loader", loader, "--steps", str(steps), "--batch", str(args.batch)]
-    command += [f"--_{key.replace('_', '-')}={value}" for key, value in resume.items()]
+    command += [f"--_{key.replace('_', '-')}={value}" for key, value in extra.items()]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -144,6 +155,7 @@ def main() -> None:
     parser.add_argument("--_folder", help=argparse.SUPPRESS)
     parser.add_argument("--_large", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_loader", help=argparse.SUPPRESS)
+    parser.add_argument("--_trainer", dest="trainer", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--_skip", dest="skip", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--_state-in", dest="state_in", default="", help=argparse.SUPPRESS)
     parser.add_argument("--_state-out", dest="state_out", default="", help=argparse.SUPPRESS)
@@ -169,6 +181,12 @@ def run(args: argparse.Namespace) -> None:
     indexed = {size: child(args, size, "indexed", args.steps) for size in (small, large)}
     eager = {size: child(args, size, "eager", args.steps) for size in args.eager}
     print_memory(indexed, eager, small, large)
+    in_trainer = {size: child(args, size, "indexed", args.steps, trainer=1) for size in (small, large)}
+    ratio = in_trainer[large]["peak_rss_mb"] / in_trainer[small]["peak_rss_mb"]
+    print(
+        f"indexed, in a process that first imports lingudistill.recipe (torch, transformers; no weights): "
+        f"{in_trainer[small]['peak_rss_mb']:.1f} MB and {in_trainer[large]['peak_rss_mb']:.1f} MB, ratio {ratio:.3f}"
+    )
     print_resume(args, large)
 
 
