@@ -130,12 +130,13 @@ class _TextWindow:
 
     _SPACE = " \t\r\n"
 
-    def __init__(self, handle: BinaryIO, *, byte: int = 0, line: int = 1, column: int = 1) -> None:
-        """`handle` is at `byte`, which is on `line` and `column`."""
+    def __init__(self, handle: BinaryIO, *, byte: int = 0, line: int = 1, column: int = 1, chunk: int = 0) -> None:
+        """`handle` is at `byte`, which is on `line` and `column`; `chunk` bytes are read at a time (default
+        _CHUNK_BYTES)."""
         if byte == 0 and handle.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
             byte = len(codecs.BOM_UTF8)  # tolerated, and not counted as text
         handle.seek(byte)
-        self.handle = handle
+        self.handle, self.chunk = handle, chunk or _CHUNK_BYTES
         self.decoder = codecs.getincrementaldecoder("utf-8")()
         self.text, self.eof, self.read_bytes = "", False, byte
         self.mark, self.mark_byte, self.mark_line, self.mark_column = 0, byte, line, column
@@ -144,7 +145,7 @@ class _TextWindow:
         """Decode the next chunk onto `text`; False at the end of the file."""
         if self.eof:
             return False
-        chunk = self.handle.read(_CHUNK_BYTES)
+        chunk = self.handle.read(self.chunk)
         try:
             self.text += self.decoder.decode(chunk, final=not chunk)
         except UnicodeDecodeError as exc:
@@ -191,7 +192,7 @@ class _TextWindow:
 
     def compact(self) -> None:
         """Forget the text before the mark, so the window stays about a chunk long."""
-        if self.mark > _CHUNK_BYTES:
+        if self.mark > self.chunk:
             self.text, self.mark = self.text[self.mark :], 0
 
 
@@ -249,7 +250,10 @@ class JsonArrayIndex:
         origin = f"{self.name}:{self.lines[index]}"
         with self.path.open("rb") as handle:
             handle.seek(self.offsets[index])
-            window = _TextWindow(handle, byte=self.offsets[index], line=self.lines[index])
+            # one item, usually a few kB: read it in small chunks
+            window = _TextWindow(
+                handle, byte=self.offsets[index], line=self.lines[index], chunk=min(_CHUNK_BYTES, 1 << 14)
+            )
             try:
                 value, _ = window.decode(window.skip_space(0))
             except _JsonError as exc:
