@@ -137,7 +137,9 @@ class LengthGroupedSampler:
         self.mixture = mixture
         self.micro_batch = micro_batch
         self.lengths = lengths
-        self._known: dict[tuple[str, int], tuple[int, int]] = {}  # (source, position) -> lengths
+        # per source, the lengths of the records asked so far, by position: prompt + 1 at 2i, response + 1 at 2i + 1
+        # (0: not asked yet). 8 bytes a record of a source once it is drawn from, however long the run.
+        self._known: dict[str, array] = {}
         self._pool_start = mixture.state_dict()
         self._pool_micro_batch = micro_batch
         self._pool: list[Record] = []
@@ -199,9 +201,13 @@ class LengthGroupedSampler:
         return [[records[i] for i in order[start : start + micro_batch]] for start in range(0, len(order), micro_batch)]
 
     def _lengths_of(self, key: tuple[str, int], record: Record) -> tuple[int, int]:
-        if key not in self._known:
-            self._known[key] = self.lengths(record)
-        return self._known[key]
+        name, index = key
+        if name not in self._known:
+            self._known[name] = array("I", bytes(8 * len(self.records[name])))
+        known = self._known[name]
+        if not known[2 * index]:
+            known[2 * index], known[2 * index + 1] = (length + 1 for length in self.lengths(record))
+        return known[2 * index] - 1, known[2 * index + 1] - 1
 
 
 def _check_mixture(records: Sources, weights: dict[str, float]) -> None:
