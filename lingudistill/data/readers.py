@@ -274,29 +274,44 @@ def parquet_rows(path: Path, name: str) -> Iterator[Row]:
             yield Row(f"{name}:row {number}", path.parent, value=value)
 
 
-class ParquetIndex:
-    """Rows by (row group, row): a read decodes its row group, which is kept until a row of another is read."""
+class RowGroupCache:
+    """The one decoded Parquet row group a source keeps: (file, group) and its table."""
 
-    def __init__(self, path: Path, name: str) -> None:
+    def __init__(self) -> None:
+        self.key: tuple[Path, int] | None = None
+        self.table: Any = None
+
+    def get(self, path: Path, group: int, metadata: Any) -> Any:
+        if self.key != (path, group):
+            import pyarrow.parquet as pq
+
+            self.key, self.table = None, None  # the old row group goes before the next is decoded
+            with pq.ParquetFile(path, metadata=metadata) as file:  # no file stays open between reads
+                self.table = file.read_row_group(group)
+            self.key = (path, group)
+        return self.table
+
+
+class ParquetIndex:
+    """Rows by (row group, row). A read decodes its row group into `cache`, which a source's files share, so a
+    source holds one row group however many files it has."""
+
+    def __init__(self, path: Path, name: str, cache: RowGroupCache) -> None:
         import pyarrow.parquet as pq
 
-        self.path, self.name = path, name
-        self.file = pq.ParquetFile(path)
-        sizes = [self.file.metadata.row_group(group).num_rows for group in range(self.file.num_row_groups)]
+        self.path, self.name, self.cache = path, name, cache
+        self.metadata = pq.read_metadata(path)  # kept: reading a row group then skips the footer
         self.starts = array("q", [0])
-        for size in sizes:
-            self.starts.append(self.starts[-1] + size)
-        self._group, self._table = -1, None
+        for group in range(self.metadata.num_row_groups):
+            self.starts.append(self.starts[-1] + self.metadata.row_group(group).num_rows)
 
     def __len__(self) -> int:
         return self.starts[-1]
 
     def row(self, index: int) -> Row:
         group = bisect.bisect_right(self.starts, index) - 1
-        if group != self._group:
-            self._group, self._table = group, None  # drop the old row group before reading the next
-            self._table = self.file.read_row_group(group)
-        (value,) = self._table.slice(index - self.starts[group], 1).to_pylist()
+        table = self.cache.get(self.path, group, self.metadata)
+        (value,) = table.slice(index - self.starts[group], 1).to_pylist()
         return Row(f"{self.name}:row {index + 1}", self.path.parent, value=value)
 
 

@@ -175,9 +175,10 @@ def _indexes(uri: str) -> list[readers.IndexedRows]:
     if uris.uri_scheme(uri) == "hf":
         return [readers.HfIndex(uri)]
     indexes: list[readers.IndexedRows] = []
+    row_groups = readers.RowGroupCache()
     for path, name in _data_files(uri):
         if path.suffix.lower() in PARQUET_SUFFIXES:
-            indexes.append(readers.ParquetIndex(path, name))
+            indexes.append(readers.ParquetIndex(path, name, row_groups))
         elif path.suffix.lower() in JSON_ARRAY_SUFFIXES:
             indexes.append(readers.JsonArrayIndex(path, name))
         else:

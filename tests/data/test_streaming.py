@@ -4,6 +4,7 @@ does not grow with its records' text."""
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import subprocess
@@ -312,3 +313,27 @@ def test_lengths_are_remembered_by_position_not_by_record_identity(mixture_files
     count = 3 * mixture.POOL_MICRO_BATCHES * 4
     assert [grouped.next() for _ in range(count)] == [over_lists.next() for _ in range(count)]
     assert set(asked.values()) == {2}  # once by each sampler
+
+
+GROUP_TEXT = 2_000_000
+
+
+def test_a_parquet_source_holds_one_row_group_and_no_open_file(tmp_path: Path) -> None:
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    rows = [text_record(i, length=GROUP_TEXT // 100) for i in range(600)]
+    for shard in range(3):  # three files of two 100-row groups
+        pq.write_table(pa.Table.from_pylist(rows[shard * 200 : (shard + 1) * 200]), folder / f"{shard}.parquet", 100)
+    open_files = len(list(Path("/proc/self/fd").iterdir()))
+    before = pa.total_allocated_bytes()
+    records = load_sources([source(folder)])["s"]
+    one_group = 0
+    for i in (0, 250, 599, 120):  # a group of each file in turn
+        assert records[i] == parse_record(
+            rows[i], source="s", origin=f"{folder}/{i // 200}.parquet:row {i % 200 + 1}", base_dir=folder
+        )
+        one_group = max(one_group, pa.total_allocated_bytes() - before)
+    assert one_group > GROUP_TEXT  # a decoded group is held while its rows are read
+    gc.collect()  # pyarrow leaves its first read's buffers in a reference cycle until the collector runs
+    assert pa.total_allocated_bytes() - before < 1.5 * GROUP_TEXT  # but only one, across the files
+    assert len(list(Path("/proc/self/fd").iterdir())) == open_files
