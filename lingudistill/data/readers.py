@@ -5,7 +5,8 @@
   goes on from there past at most 63 lines. Indexing reads the file once without parsing it.
 - JSON array (LLaVA's layout): the byte offset and line of each item (16 bytes a record), found by a scan that
   decodes the file in chunks, so neither indexing nor validation holds the file.
-- Parquet: the first row of each row group; a row is read from its row group, and only the current one is kept.
+- Parquet: the first row of each row group; a row is read from its row group, and a source keeps one decoded
+  row group (`RowGroupCache`) however many files it has.
 - hf:// datasets: the `datasets` library's own memory-mapped Arrow table, indexed directly.
 
 A row is a raw value or the reason it could not be read; `records.parse_record` validates it when it is read.
@@ -112,7 +113,9 @@ class JsonlIndex:
                 if skip == 0:
                     return _line_row(raw, number, self.path, self.name)
                 skip -= 1
-        raise DataError(f"{self.name}: the file changed since it was indexed (record {index + 1} is gone)")
+        return Row(
+            self.name, self.path.parent, error=f"the file changed since it was indexed: record {index + 1} is gone"
+        )
 
 
 # --- JSON arrays ------------------------------------------------------------------------------------------------

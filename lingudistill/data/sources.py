@@ -88,7 +88,10 @@ class IndexedSource(Sequence[Record]):
 
     def __init__(self, source: MixtureSource) -> None:
         self.name = source.name
-        self.files = _indexes(source.uri)
+        try:
+            self.files = _indexes(source.uri)
+        except DataError as exc:  # a file that cannot be indexed (a broken JSON array, an unknown file type)
+            raise DataError(exc.reason, source=source.name, origin=exc.origin) from None
         self.starts = list(itertools.accumulate((len(rows) for rows in self.files), initial=0))
         self.size = min(self.starts[-1], source.max_records if source.max_records is not None else self.starts[-1])
 

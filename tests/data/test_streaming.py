@@ -136,10 +136,10 @@ def test_a_json_array_broken_midway_fails_indexing_at_its_line(tmp_path: Path) -
     broken = text.replace('"answer 2', "answer 2", 1)  # an unquoted string in the third item
     bad_line = 1 + broken[: broken.index("answer 2")].count("\n")
     (tmp_path / "broken.json").write_text(broken)
-    with pytest.raises(DataError, match=rf"^{tmp_path / 'broken.json'}:{bad_line}: invalid JSON"):
+    with pytest.raises(DataError, match=rf"^s {tmp_path / 'broken.json'}:{bad_line}: invalid JSON"):
         load_sources([source(tmp_path / "broken.json")])
     (tmp_path / "object.json").write_text('{"conversations": []}')
-    with pytest.raises(DataError, match=r"object\.json:1: invalid JSON: a \.json dataset must be one JSON array"):
+    with pytest.raises(DataError, match=r"^s .*object\.json:1: invalid JSON: a \.json dataset must be one JSON array"):
         load_sources([source(tmp_path / "object.json")])
 
 
@@ -337,3 +337,12 @@ def test_a_parquet_source_holds_one_row_group_and_no_open_file(tmp_path: Path) -
     gc.collect()  # pyarrow leaves its first read's buffers in a reference cycle until the collector runs
     assert pa.total_allocated_bytes() - before < 1.5 * GROUP_TEXT  # but only one, across the files
     assert len(list(Path("/proc/self/fd").iterdir())) == open_files
+
+
+def test_a_file_cut_short_after_indexing_is_named(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "t.jsonl", [text_record(i) for i in range(5)])
+    records = load_sources([source(path)])["s"]
+    path.write_text(path.read_text().split("\n", 1)[0] + "\n")
+    assert records[0].origin == f"{path}:1"
+    with pytest.raises(DataError, match=rf"^s {path}: the file changed since it was indexed: record 4 is gone"):
+        records[3]
