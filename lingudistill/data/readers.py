@@ -144,11 +144,11 @@ class _TextWindow:
         self.text, self.eof, self.read_bytes = "", False, byte
         self.mark, self.mark_byte, self.mark_line, self.mark_column = 0, byte, line, column
 
-    def more(self) -> bool:
-        """Decode the next chunk onto `text`; False at the end of the file."""
+    def more(self, size: int = 0) -> bool:
+        """Decode the next chunk (`size` bytes, at least a chunk) onto `text`; False at the end of the file."""
         if self.eof:
             return False
-        chunk = self.handle.read(self.chunk)
+        chunk = self.handle.read(max(size, self.chunk))
         try:
             self.text += self.decoder.decode(chunk, final=not chunk)
         except UnicodeDecodeError as exc:
@@ -175,7 +175,9 @@ class _TextWindow:
             except json.JSONDecodeError as exc:
                 if self.eof:
                     raise self.broken(exc.pos, exc.msg) from None
-            self.more()
+            # a value longer than a chunk (an inline image): read as much again as it has so far, so that decoding
+            # it again from its start costs about twice its length in all, not its length squared over the chunk
+            self.more(len(self.text) - position)
 
     def place(self, position: int) -> tuple[int, int]:
         """(line, column) of `position`, at or after the mark."""
