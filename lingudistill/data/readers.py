@@ -87,12 +87,15 @@ class JsonlIndex:
     """Where every JSONL_BLOCK-th record's line starts (byte offset and line number): a quarter of a byte a
     record. Record i is found by reading on from its block's start, past at most JSONL_BLOCK - 1 lines."""
 
-    def __init__(self, path: Path, name: str) -> None:
+    def __init__(self, path: Path, name: str, limit: int | None = None) -> None:
+        """Indexes the first `limit` records (all when None)."""
         self.path, self.name = path, name
         self.block_offsets, self.block_lines = array("q"), array("q")
         self.count = position = 0
         with path.open("rb") as lines:
             for number, raw in enumerate(lines, start=1):
+                if self.count == limit:
+                    break
                 if not _is_blank(raw, number):
                     if self.count % JSONL_BLOCK == 0:
                         self.block_offsets.append(position)
@@ -237,7 +240,8 @@ def json_array_rows(path: Path, name: str) -> Iterator[Row]:
 
 
 class JsonArrayIndex:
-    def __init__(self, path: Path, name: str) -> None:
+    def __init__(self, path: Path, name: str, limit: int | None = None) -> None:
+        """Indexes the first `limit` items (all when None)."""
         self.path, self.name = path, name
         self.offsets, self.lines = array("q"), array("q")
         with path.open("rb") as handle:
@@ -245,6 +249,8 @@ class JsonArrayIndex:
                 for offset, line, _ in _json_array_items(handle):
                     self.offsets.append(offset)
                     self.lines.append(line)
+                    if len(self.offsets) == limit:  # before the next item is decoded: it may be broken
+                        break
             except _JsonError as exc:
                 raise DataError(exc.message, origin=name if exc.line is None else f"{name}:{exc.line}") from None
 

@@ -14,7 +14,6 @@ import hashlib
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import overload
 
@@ -68,7 +67,7 @@ class ValidationReport:
 
 def read_source(source: MixtureSource) -> Iterator[Record]:
     """The records of `source`, in file order, at most `max_records`. Raises DataError at the first bad one."""
-    for row in islice(_rows(source.uri), source.max_records):
+    for row in itertools.islice(_rows(source.uri), source.max_records):
         if row.error is not None:
             raise DataError(row.error, source=source.name, origin=row.origin)
         yield parse_record(row.value, source=source.name, origin=row.origin, base_dir=row.base_dir)
@@ -89,7 +88,7 @@ class IndexedSource(Sequence[Record]):
     def __init__(self, source: MixtureSource) -> None:
         self.name = source.name
         try:
-            self.files = _indexes(source.uri)
+            self.files = _indexes(source.uri, source.max_records)
         except DataError as exc:  # a file that cannot be indexed (a broken JSON array, an unknown file type)
             raise DataError(exc.reason, source=source.name, origin=exc.origin) from None
         self.starts = list(itertools.accumulate((len(rows) for rows in self.files), initial=0))
@@ -130,7 +129,7 @@ def validate_sources(
 def _validate_source(source: MixtureSource, report: ValidationReport, decode_images: bool) -> int:
     count = 0
     try:
-        for row in islice(_rows(source.uri), source.max_records):
+        for row in itertools.islice(_rows(source.uri), source.max_records):
             problem = _check_row(source.name, row, decode_images)
             if problem is None:
                 count += 1
@@ -174,18 +173,22 @@ def _rows(uri: str) -> Iterator[Row]:
             yield from readers.jsonl_rows(path, name)
 
 
-def _indexes(uri: str) -> list[readers.IndexedRows]:
+def _indexes(uri: str, limit: int | None) -> list[readers.IndexedRows]:
+    """The index of each data file of `uri`, up to the file that holds record `limit`, which is indexed that far."""
     if uris.uri_scheme(uri) == "hf":
         return [readers.HfIndex(uri)]
     indexes: list[readers.IndexedRows] = []
     row_groups = readers.RowGroupCache()
     for path, name in _data_files(uri):
+        left = None if limit is None else limit - sum(len(index) for index in indexes)
+        if left == 0:
+            break
         if path.suffix.lower() in PARQUET_SUFFIXES:
             indexes.append(readers.ParquetIndex(path, name, row_groups))
         elif path.suffix.lower() in JSON_ARRAY_SUFFIXES:
-            indexes.append(readers.JsonArrayIndex(path, name))
+            indexes.append(readers.JsonArrayIndex(path, name, left))
         else:
-            indexes.append(readers.JsonlIndex(path, name))
+            indexes.append(readers.JsonlIndex(path, name, left))
     return indexes
 
 

@@ -346,3 +346,15 @@ def test_a_file_cut_short_after_indexing_is_named(tmp_path: Path) -> None:
     assert records[0].origin == f"{path}:1"
     with pytest.raises(DataError, match=rf"^s {path}: the file changed since it was indexed: record 4 is gone"):
         records[3]
+
+
+def test_max_records_indexes_no_further_than_it_reads(tmp_path: Path) -> None:
+    """As read_source stops at max_records, indexing stops there: what lies beyond is neither read nor checked."""
+    folder = tmp_path / "data"
+    write_jsonl(folder / "a.jsonl", [text_record(i) for i in range(5)] + ["{broken"])  # 6 rows, one bad
+    (folder / "b.json").write_text("[" + json.dumps(text_record(5)) + ", {broken")
+    (folder / "c.json").write_text("not even an array")
+    for limit in (5, 6, 7):
+        assert len(load_sources([source(folder, max_records=limit)])["s"]) == limit
+    with pytest.raises(DataError, match=r"b\.json:1: invalid JSON"):
+        load_sources([source(folder, max_records=8)])
