@@ -5,6 +5,10 @@ source is read in shuffled epochs: epoch e of source s is a permutation seeded b
 is seen once per epoch. The whole state is therefore a few counters, and a sampler restored from
 `state_dict()` continues with exactly the records the original would have produced.
 
+The sampler draws positions and reads only the record drawn, so a source may be any sequence of records:
+`load_sources` gives indexed ones that hold no records. A permutation is an array of 4-byte positions, shuffled
+by `random.shuffle` itself, so it is the permutation a list of positions got (the order of published runs).
+
 `LengthGroupedSampler` reorders those draws inside pools so that a micro-batch holds records of similar lengths;
 see its docstring.
 """
@@ -15,7 +19,8 @@ import bisect
 import itertools
 import json
 import random
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 
 from lingudistill.data.records import Record
 
@@ -26,10 +31,11 @@ _STATE_VERSION = 1
 POOL_MICRO_BATCHES = 64
 SLAB_MICRO_BATCHES = 8
 Lengths = Callable[[Record], tuple[int, int]]
+Sources = dict[str, Sequence[Record]]
 
 
 class MixtureSampler:
-    def __init__(self, records: dict[str, list[Record]], weights: dict[str, float], seed: int) -> None:
+    def __init__(self, records: Sources, weights: dict[str, float], seed: int) -> None:
         _check_mixture(records, weights)
         self.records = records
         self.seed = seed
@@ -38,18 +44,25 @@ class MixtureSampler:
         self.draws = 0
         self._epoch = dict.fromkeys(self.names, 0)
         self._position = dict.fromkeys(self.names, 0)
-        self._order = {name: self._permutation(name, 0) for name in self.names}
+        self._order: dict[str, array] = {}
+        for name in self.names:
+            self._shuffle(name, 0)
 
     def next(self) -> Record:
+        name, index = self.next_index()
+        return self.records[name][index]
+
+    def next_index(self) -> tuple[str, int]:
+        """The next draw as (source, position in it), without reading the record."""
         name = self._pick_source()
         self.draws += 1
         if self._position[name] == len(self.records[name]):
             self._epoch[name] += 1
             self._position[name] = 0
-            self._order[name] = self._permutation(name, self._epoch[name])
+            self._shuffle(name, self._epoch[name])
         index = self._order[name][self._position[name]]
         self._position[name] += 1
-        return self.records[name][index]
+        return name, index
 
     def __iter__(self) -> MixtureSampler:
         return self
@@ -74,7 +87,7 @@ class MixtureSampler:
         self.draws = state["draws"]
         for name, source in state["sources"].items():
             self._epoch[name], self._position[name] = source["epoch"], source["position"]
-            self._order[name] = self._permutation(name, source["epoch"])
+            self._shuffle(name, source["epoch"])
 
     def _check_state(self, state: dict) -> None:
         if state.get("version") != _STATE_VERSION:
@@ -94,10 +107,14 @@ class MixtureSampler:
         draw = random.Random(json.dumps(["source", self.seed, self.draws])).random() * self._cumulative[-1]
         return self.names[min(bisect.bisect_right(self._cumulative, draw), len(self.names) - 1)]
 
-    def _permutation(self, name: str, epoch: int) -> list[int]:
-        order = list(range(len(self.records[name])))
+    def _shuffle(self, name: str, epoch: int) -> None:
+        """Set the order of `name`'s records in `epoch`."""
+        self._order.pop(name, None)  # the old epoch's order goes first: one permutation per source in memory
+        size = len(self.records[name])
+        order = array("I" if size <= 2**32 else "q", range(size))
+        # random.shuffle asks the generator the same questions of any sequence of this length: the same order
         random.Random(json.dumps(["epoch", self.seed, name, epoch])).shuffle(order)
-        return order
+        self._order[name] = order
 
 
 class LengthGroupedSampler:
@@ -120,7 +137,9 @@ class LengthGroupedSampler:
         self.mixture = mixture
         self.micro_batch = micro_batch
         self.lengths = lengths
-        self._known: dict[int, tuple[int, int]] = {}  # id(record) -> lengths; the records live as long as the mixture
+        # per source, the lengths of the records asked so far, by position: prompt + 1 at 2i, response + 1 at 2i + 1
+        # (0: not asked yet). 8 bytes a record of a source once it is drawn from, however long the run.
+        self._known: dict[str, array] = {}
         self._pool_start = mixture.state_dict()
         self._pool_micro_batch = micro_batch
         self._pool: list[Record] = []
@@ -134,7 +153,7 @@ class LengthGroupedSampler:
         return record
 
     @property
-    def records(self) -> dict[str, list[Record]]:
+    def records(self) -> Sources:
         return self.mixture.records
 
     def __iter__(self) -> LengthGroupedSampler:
@@ -163,30 +182,35 @@ class LengthGroupedSampler:
     def _fill_pool(self, micro_batch: int) -> None:
         self._pool_start = self.mixture.state_dict()
         self._pool_micro_batch = micro_batch
-        drawn = [self.mixture.next() for _ in range(POOL_MICRO_BATCHES * micro_batch)]
+        drawn = [self.mixture.next_index() for _ in range(POOL_MICRO_BATCHES * micro_batch)]
         batches = self._grouped(drawn, micro_batch)
         random.Random(json.dumps(["pool", self.mixture.seed, self._pool_start["draws"]])).shuffle(batches)
         self._pool = [record for batch in batches for record in batch]
         self._handed = 0
 
-    def _grouped(self, drawn: list[Record], micro_batch: int) -> list[list[Record]]:
+    def _grouped(self, drawn: list[tuple[str, int]], micro_batch: int) -> list[list[Record]]:
+        # the pool's records are read once and held (a pool is small); their lengths are remembered by position
+        records = [self.records[name][index] for name, index in drawn]
+        lengths = [self._lengths_of(key, record) for key, record in zip(drawn, records, strict=True)]
         # sort keys end with the draw index, so ties never depend on anything but the draws
-        lengths = [self._lengths_of(record) for record in drawn]
-        by_prompt = sorted(range(len(drawn)), key=lambda i: (lengths[i][0], i))
+        by_prompt = sorted(range(len(records)), key=lambda i: (lengths[i][0], i))
         slab = SLAB_MICRO_BATCHES * micro_batch
         order: list[int] = []
         for start in range(0, len(by_prompt), slab):
             order += sorted(by_prompt[start : start + slab], key=lambda i: (lengths[i][1], i))
-        return [[drawn[i] for i in order[start : start + micro_batch]] for start in range(0, len(order), micro_batch)]
+        return [[records[i] for i in order[start : start + micro_batch]] for start in range(0, len(order), micro_batch)]
 
-    def _lengths_of(self, record: Record) -> tuple[int, int]:
-        key = id(record)
-        if key not in self._known:
-            self._known[key] = self.lengths(record)
-        return self._known[key]
+    def _lengths_of(self, key: tuple[str, int], record: Record) -> tuple[int, int]:
+        name, index = key
+        if name not in self._known:
+            self._known[name] = array("I", bytes(8 * len(self.records[name])))
+        known = self._known[name]
+        if not known[2 * index]:
+            known[2 * index], known[2 * index + 1] = (length + 1 for length in self.lengths(record))
+        return known[2 * index] - 1, known[2 * index + 1] - 1
 
 
-def _check_mixture(records: dict[str, list[Record]], weights: dict[str, float]) -> None:
+def _check_mixture(records: Sources, weights: dict[str, float]) -> None:
     if not records:
         raise ValueError("the mixture has no sources")
     if set(records) != set(weights):

@@ -2,19 +2,24 @@
 datasets.
 
 `validate_sources` reads every source to the end before training starts, so a broken line fails the job in
-the validating state with a list of what is wrong, not hours into training.
+the validating state with a list of what is wrong, not hours into training. It streams: one record at a time
+(a JSON array file one chunk at a time), so it holds no more of a large source than training does.
+`load_sources` holds an index per source, not its records (`readers`): memory stays flat as the data grow.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-import json
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
+from typing import overload
 
 from lingudistill import uris
+from lingudistill.data import readers
+from lingudistill.data.readers import Row
 from lingudistill.data.records import DataError, Record, load_image, parse_record
 from lingudistill.spec import MixtureSource
 
@@ -22,18 +27,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 JSON_ARRAY_SUFFIXES = (".json",)
 PARQUET_SUFFIXES = (".parquet",)
 DATA_SUFFIXES = JSONL_SUFFIXES + JSON_ARRAY_SUFFIXES + PARQUET_SUFFIXES
-_PARQUET_BATCH_ROWS = 1024
 _PROBLEMS_SHOWN = 20
-
-
-@dataclass(frozen=True)
-class _Row:
-    """One raw record, or the reason it could not be read."""
-
-    origin: str
-    base_dir: Path | None
-    value: object = None
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,15 +67,53 @@ class ValidationReport:
 
 def read_source(source: MixtureSource) -> Iterator[Record]:
     """The records of `source`, in file order, at most `max_records`. Raises DataError at the first bad one."""
-    for row in islice(_rows(source.uri), source.max_records):
+    for row in itertools.islice(_rows(source.uri), source.max_records):
         if row.error is not None:
             raise DataError(row.error, source=source.name, origin=row.origin)
         yield parse_record(row.value, source=source.name, origin=row.origin, base_dir=row.base_dir)
 
 
-def load_sources(sources: list[MixtureSource]) -> dict[str, list[Record]]:
-    """Every record of every source in memory (records are small: images stay locators)."""
-    return {source.name: list(read_source(source)) for source in sources}
+def load_sources(sources: list[MixtureSource]) -> dict[str, IndexedSource]:
+    """Every source, indexed: its records by position, each read and validated when it is asked for."""
+    return {source.name: IndexedSource(source) for source in sources}
+
+
+class IndexedSource(Sequence[Record]):
+    """The records of one source by position, in file order, at most `max_records`; only an index is held.
+
+    Reading record i parses and validates it then (DataError naming the source and file:line or row); the
+    `validating` stage has already read every record, so in training that only happens if a file changed.
+    """
+
+    def __init__(self, source: MixtureSource) -> None:
+        self.name = source.name
+        try:
+            self.files = _indexes(source.uri, source.max_records)
+        except DataError as exc:  # a file that cannot be indexed (a broken JSON array, an unknown file type)
+            raise DataError(exc.reason, source=source.name, origin=exc.origin) from None
+        self.starts = list(itertools.accumulate((len(rows) for rows in self.files), initial=0))
+        self.size = min(self.starts[-1], source.max_records if source.max_records is not None else self.starts[-1])
+
+    def __len__(self) -> int:
+        return self.size
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.size))]
+        if not -self.size <= index < self.size:
+            raise IndexError(f"record {index} of a source of {self.size}")
+        index %= self.size
+        file = bisect.bisect_right(self.starts, index) - 1
+        row = self.files[file].row(index - self.starts[file])
+        if row.error is not None:
+            raise DataError(row.error, source=self.name, origin=row.origin)
+        return parse_record(row.value, source=self.name, origin=row.origin, base_dir=row.base_dir)
 
 
 def validate_sources(
@@ -97,7 +129,7 @@ def validate_sources(
 def _validate_source(source: MixtureSource, report: ValidationReport, decode_images: bool) -> int:
     count = 0
     try:
-        for row in islice(_rows(source.uri), source.max_records):
+        for row in itertools.islice(_rows(source.uri), source.max_records):
             problem = _check_row(source.name, row, decode_images)
             if problem is None:
                 count += 1
@@ -111,7 +143,7 @@ def _validate_source(source: MixtureSource, report: ValidationReport, decode_ima
     return count
 
 
-def _check_row(source: str, row: _Row, decode_images: bool) -> Problem | None:
+def _check_row(source: str, row: Row, decode_images: bool) -> Problem | None:
     if row.error is not None:
         return Problem(source, row.origin, row.error)
     try:
@@ -128,17 +160,36 @@ def _check_row(source: str, row: _Row, decode_images: bool) -> Problem | None:
     return None
 
 
-def _rows(uri: str) -> Iterator[_Row]:
+def _rows(uri: str) -> Iterator[Row]:
     if uris.uri_scheme(uri) == "hf":
-        yield from _hf_rows(uri)
+        yield from readers.hf_rows(uri)
         return
     for path, name in _data_files(uri):
         if path.suffix.lower() in PARQUET_SUFFIXES:
-            yield from _parquet_rows(path, name)
+            yield from readers.parquet_rows(path, name)
         elif path.suffix.lower() in JSON_ARRAY_SUFFIXES:
-            yield from _json_array_rows(path, name)
+            yield from readers.json_array_rows(path, name)
         else:
-            yield from _jsonl_rows(path, name)
+            yield from readers.jsonl_rows(path, name)
+
+
+def _indexes(uri: str, limit: int | None) -> list[readers.IndexedRows]:
+    """The index of each data file of `uri`, up to the file that holds record `limit`, which is indexed that far."""
+    if uris.uri_scheme(uri) == "hf":
+        return [readers.HfIndex(uri)]
+    indexes: list[readers.IndexedRows] = []
+    row_groups = readers.RowGroupCache()
+    for path, name in _data_files(uri):
+        left = None if limit is None else limit - sum(len(index) for index in indexes)
+        if left == 0:
+            break
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            indexes.append(readers.ParquetIndex(path, name, row_groups))
+        elif path.suffix.lower() in JSON_ARRAY_SUFFIXES:
+            indexes.append(readers.JsonArrayIndex(path, name, left))
+        else:
+            indexes.append(readers.JsonlIndex(path, name, left))
+    return indexes
 
 
 def _data_files(uri: str) -> list[tuple[Path, str]]:
@@ -157,102 +208,6 @@ def _data_files(uri: str) -> list[tuple[Path, str]]:
         and not any(part.startswith(".") for part in path.relative_to(local).parts)
     )
     return [(local / relative, f"{shown}/{relative.as_posix()}") for relative in files]
-
-
-def _jsonl_rows(path: Path, name: str) -> Iterator[_Row]:
-    with path.open("rb") as lines:
-        for number, raw in enumerate(lines, start=1):
-            origin = f"{name}:{number}"
-            try:
-                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                yield _Row(origin, path.parent, error=f"not UTF-8 text: {exc.reason} at byte {exc.start}")
-                continue
-            if not text.strip():
-                continue
-            try:
-                yield _Row(origin, path.parent, value=json.loads(text))
-            except json.JSONDecodeError as exc:
-                yield _Row(origin, path.parent, error=f"invalid JSON: {exc.msg} (column {exc.colno})")
-
-
-def _json_array_rows(path: Path, name: str) -> Iterator[_Row]:
-    """The items of a JSON array file (LLaVA's layout), each named by the line it starts on."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        yield _Row(name, path.parent, error=f"not UTF-8 text: {exc.reason} at byte {exc.start}")
-        return
-    items = _JsonArrayItems(text)
-    try:
-        for line, value in items:
-            yield _Row(f"{name}:{line}", path.parent, value=value)
-    except json.JSONDecodeError as exc:
-        yield _Row(f"{name}:{exc.lineno}", path.parent, error=f"invalid JSON: {exc.msg} (column {exc.colno})")
-
-
-class _JsonArrayItems:
-    """Decode `[item, item, ...]` one item at a time, keeping the line each item starts on."""
-
-    _SPACE = " \t\r\n"
-
-    def __init__(self, text: str) -> None:
-        self.text, self.decoder = text, json.JSONDecoder()
-        self.position, self.line, self.counted_to = 0, 1, 0
-
-    def __iter__(self) -> Iterator[tuple[int, object]]:
-        self._expect("[", "a .json dataset must be one JSON array of records (use .jsonl for one record a line)")
-        if self._peek() == "]":
-            return
-        while True:
-            start = self._skip_space()
-            value, self.position = self.decoder.raw_decode(self.text, start)
-            yield self._line_at(start), value
-            if self._peek() == "]":
-                return
-            self._expect(",", "expected ',' or ']' after an array item")
-
-    def _skip_space(self) -> int:
-        while self.position < len(self.text) and self.text[self.position] in self._SPACE:
-            self.position += 1
-        return self.position
-
-    def _peek(self) -> str:
-        self._skip_space()
-        return self.text[self.position : self.position + 1]
-
-    def _expect(self, char: str, message: str) -> None:
-        if self._peek() != char:
-            raise json.JSONDecodeError(message, self.text, self.position)
-        self.position += 1
-
-    def _line_at(self, position: int) -> int:
-        # counted incrementally, so a large file costs one pass over its newlines
-        self.line += self.text.count("\n", self.counted_to, position)
-        self.counted_to = position
-        return self.line
-
-
-def _parquet_rows(path: Path, name: str) -> Iterator[_Row]:
-    import pyarrow.parquet as pq
-
-    number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
-        for value in batch.to_pylist():
-            number += 1
-            yield _Row(f"{name}:row {number}", path.parent, value=value)
-
-
-def _hf_rows(uri: str) -> Iterator[_Row]:
-    repo_id, revision, split = uris.parse_hf_uri(uri)
-    try:
-        import datasets
-    except ImportError:
-        raise ImportError(f"{uri}: reading hf:// datasets needs the 'datasets' package: pip install datasets") from None
-    rows = datasets.load_dataset(repo_id, revision=revision, split=split or "train")
-    for number, value in enumerate(rows, start=1):
-        # base_dir None: a hub dataset may not name files on this machine
-        yield _Row(f"{uri}:row {number}", None, value=value)
 
 
 def source_sha256(source: MixtureSource) -> str | None:
