@@ -1,12 +1,14 @@
-"""Token efficiency (real tokens / computed tokens) of the mixture sampler, plain against length-grouped.
+"""Token efficiency (real tokens / computed tokens) of the mixture sampler: plain, grouped within each optimiser step
+(`group_by_length: step`, the default) and grouped within pools across steps (`pool`).
 
-    python bench/token_efficiency.py [--steps 1024] [--batch-sizes 4 8 16] [--seed 0]
+    python bench/token_efficiency.py [--micro-batches 1024] [--batch-sizes 4 8 16] [--grad-accums 1 4 8 16] [--seed 0]
 
 `collate` left-pads every prompt to the micro-batch's longest prompt and right-pads every response to its longest
 response, so a micro-batch of B records computes B (max P + max R) tokens for sum(P + R) real ones. This bench
-draws micro-batches from the real samplers (lingudistill.data.mixture), batches them with the real `collate`, and
-counts attention-mask ones (real) against the padded tensor's size (computed). No model runs: token counts are
-fixed by the lengths alone, so the figure does not depend on the machine's load.
+draws optimiser steps of grad_accum micro-batches from the real samplers (lingudistill.data.mixture), regroups them
+with the recipe's own `group_within_step` (lingudistill.data.grouping) where the mode says so, batches them with the
+real `collate`, and counts attention-mask ones (real) against the padded tensor's size (computed). No model runs:
+token counts are fixed by the lengths alone, so the figure does not depend on the machine's load.
 
 The length mix below stands for a LinguDistill job on LLaVA-style instruction data. Where each number comes from:
 - Image tokens per image. LLaVA-1.5 (CLIP ViT-L/14 at 336 px): (336/14)^2 = 576. LLaVA-NeXT "AnyRes" adds a grid of
@@ -24,16 +26,18 @@ The length mix below stands for a LinguDistill job on LLaVA-style instruction da
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import random
-import statistics
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from lingudistill.data.grouping import group_within_step  # noqa: E402
 from lingudistill.data.mixture import LengthGroupedSampler, MixtureSampler  # noqa: E402
 from lingudistill.data.records import Record  # noqa: E402
 from lingudistill.models.encoding import IGNORE, Example, collate  # noqa: E402
@@ -79,61 +83,96 @@ def as_example(prompt: int, response: int) -> Example:
     return Example(torch.ones(prompt + response, dtype=torch.long), labels, token_types)
 
 
-def measure_stream(sampler: MixtureSampler | LengthGroupedSampler, lengths: dict, batch: int, steps: int) -> dict:
-    """Over `steps` micro-batches (one optimiser step each) batched by the engine's collate:
+def plain_steps(records: dict, lengths: dict, batch: int, accum: int, seed: int) -> Iterator[list[list[Record]]]:
+    """Optimiser steps of `accum` micro-batches as the mixture draws them (group_by_length: off)."""
+    sampler = MixtureSampler(records, WEIGHTS, seed=seed)
+    while True:
+        yield cut([sampler.next() for _ in range(accum * batch)], batch)
+
+
+def step_grouped_steps(records: dict, lengths: dict, batch: int, accum: int, seed: int) -> Iterator[list[list[Record]]]:
+    """The same draws, each step re-partitioned by length (group_by_length: step), as the recipe does."""
+    for step in plain_steps(records, lengths, batch, accum, seed):
+        drawn = [record for micro_batch in step for record in micro_batch]
+        order = group_within_step([lengths[record.origin] for record in drawn], batch)
+        yield cut([drawn[i] for i in order], batch)
+
+
+def pool_grouped_steps(records: dict, lengths: dict, batch: int, accum: int, seed: int) -> Iterator[list[list[Record]]]:
+    """Draws regrouped within pools of 64 micro-batches across steps (group_by_length: pool)."""
+    mixture = MixtureSampler(records, WEIGHTS, seed=seed)
+    sampler = LengthGroupedSampler(mixture, batch, lambda record: lengths[record.origin])
+    while True:
+        yield cut([sampler.next() for _ in range(accum * batch)], batch)
+
+
+MODES = {"plain": plain_steps, "step": step_grouped_steps, "pool": pool_grouped_steps}
+
+
+def cut(records: list[Record], batch: int) -> list[list[Record]]:
+    return [records[start : start + batch] for start in range(0, len(records), batch)]
+
+
+def measure_steps(steps: Iterator[list[list[Record]]], lengths: dict, count: int) -> dict:
+    """Over `count` optimiser steps, their micro-batches batched by the engine's collate:
     efficiency   real tokens / computed tokens;
     kd_steps     the share of steps holding a distilled (`text`) record, the only steps whose KD term is not 0;
     ce_share     each source's share of the CE gradient: the loss is a mean over the step's response tokens
-                 (docs/method), so a token weighs 1 / (response tokens in its step)."""
+                 (METHOD.md), so a token weighs 1 / (response tokens in its step)."""
     real = computed = kd_steps = 0
     ce_mass = dict.fromkeys(WEIGHTS, 0.0)
     adapter = FamilyAdapter()
-    for _ in range(steps):
-        drawn = [sampler.next() for _ in range(batch)]
-        mask = collate([as_example(*lengths[r.origin]) for r in drawn], adapter, pad_token_id=0)["attention_mask"]
-        real += int(mask.sum())
-        computed += mask.numel()
-        kd_steps += any(r.source == "text" for r in drawn)
-        responses = sum(lengths[r.origin][1] for r in drawn)
-        for record in drawn:
+    for step in itertools.islice(steps, count):
+        for drawn in step:
+            examples = [as_example(*lengths[r.origin]) for r in drawn]
+            mask = collate(examples, adapter, pad_token_id=0)["attention_mask"]
+            real += int(mask.sum())
+            computed += mask.numel()
+        records = [record for micro_batch in step for record in micro_batch]
+        kd_steps += any(r.source == "text" for r in records)
+        responses = sum(lengths[r.origin][1] for r in records)
+        for record in records:
             ce_mass[record.source] += lengths[record.origin][1] / responses
     return {
         "efficiency": real / computed,
-        "kd_steps": kd_steps / steps,
-        "ce_share": {name: mass / steps for name, mass in ce_mass.items()},
+        "kd_steps": kd_steps / count,
+        "ce_share": {name: mass / count for name, mass in ce_mass.items()},
     }
 
 
-def measure(scenario: str, batch: int, steps: int, seed: int) -> tuple[dict, dict]:
+def measure(scenario: str, batch: int, accum: int, micro_batches: int, seed: int) -> dict[str, dict]:
     records, lengths = build_mixture(scenario, seed)
-    plain = MixtureSampler(records, WEIGHTS, seed=seed)
-    grouped = LengthGroupedSampler(
-        MixtureSampler(records, WEIGHTS, seed=seed), batch, lambda record: lengths[record.origin]
-    )
-    return measure_stream(plain, lengths, batch, steps), measure_stream(grouped, lengths, batch, steps)
+    return {
+        mode: measure_steps(steps(records, lengths, batch, accum, seed), lengths, micro_batches // accum)
+        for mode, steps in MODES.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1024, help="micro-batches per figure (16 pools of 64)")
+    parser.add_argument("--micro-batches", type=int, default=1024, help="micro-batches per figure (16 pools of 64)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--grad-accums", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(f"token efficiency = real / computed tokens, {args.steps} micro-batches each, goal >= {GOAL}")
-    print("KD steps = share of steps with a distilled record; CE vqa = short-answer VQA's share of the CE gradient")
-    print(f"{'scenario':10s} {'batch':>5s} {'plain':>7s} {'grouped':>8s} {'ratio':>6s}  goal  KD steps   CE vqa")
-    grouped_figures = []
+    print(f"token efficiency = real / computed tokens over {args.micro_batches} micro-batches, goal >= {GOAL}")
+    print("KD steps = share of optimiser steps with a distilled record; CE vqa = short-answer VQA's share of the")
+    print("CE gradient; each as plain/step/pool")
+    print(
+        f"{'scenario':10s} {'batch':>5s} {'accum':>5s} {'plain':>6s} {'step':>6s} {'pool':>6s}  step goal  "
+        f"{'KD steps':>14s}  {'CE vqa':>14s}"
+    )
     for scenario in IMAGE_TOKENS:
         for batch in args.batch_sizes:
-            plain, grouped = measure(scenario, batch, args.steps, args.seed)
-            grouped_figures.append(grouped["efficiency"])
-            print(
-                f"{scenario:10s} {batch:5d} {plain['efficiency']:7.3f} {grouped['efficiency']:8.3f} "
-                f"{grouped['efficiency'] / plain['efficiency']:5.2f}x  {verdict(grouped['efficiency'])}  "
-                f"{plain['kd_steps']:.2f}>{grouped['kd_steps']:.2f}  "
-                f"{plain['ce_share']['vqa_short']:.2f}>{grouped['ce_share']['vqa_short']:.2f}"
-            )
-    print(f"grouped efficiency, median over the rows: {statistics.median(grouped_figures):.3f}")
+            for accum in args.grad_accums:
+                figures = measure(scenario, batch, accum, args.micro_batches, args.seed)
+                efficiency = {mode: figures[mode]["efficiency"] for mode in MODES}
+                kd = "/".join(f"{figures[mode]['kd_steps']:.2f}" for mode in MODES)
+                ce = "/".join(f"{figures[mode]['ce_share']['vqa_short']:.2f}" for mode in MODES)
+                print(
+                    f"{scenario:10s} {batch:5d} {accum:5d} {efficiency['plain']:6.3f} {efficiency['step']:6.3f} "
+                    f"{efficiency['pool']:6.3f}  {verdict(efficiency['step']):>9s}  {kd:>14s}  {ce:>14s}"
+                )
 
 
 def verdict(efficiency: float) -> str:

@@ -157,6 +157,15 @@ def broadcast_object(value: Any) -> Any:
     return holder[0]
 
 
+def all_gather_object(value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank."""
+    if not topology().enabled:
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def barrier() -> None:
     if topology().enabled:
         dist.barrier()

@@ -1,8 +1,9 @@
 """The LinguDistill training recipe: setup, the step, the loop, checkpoints, cleanup.
 
-One optimiser step draws `grad_accum` micro-batches from the weighted mixture, counts their response tokens
-first (both loss terms are means over the whole step, METHOD.md), then runs the objective on each micro-batch
-and steps AdamW with per-group learning rates under a warm-up + cosine schedule. Only the student is trained;
+One optimiser step draws `grad_accum` micro-batches from the weighted mixture (by default re-partitioned by
+length within the step, lingudistill/data/grouping.py), counts their response tokens first (both loss terms are
+means over the whole step, METHOD.md), then runs the objective on each micro-batch and steps AdamW with
+per-group learning rates under a warm-up + cosine schedule. Only the student is trained;
 the teacher is frozen and dropped at the end, so the repaired model has exactly the input's parameters.
 """
 
@@ -22,11 +23,12 @@ import torch
 from tqdm.auto import tqdm
 
 from lingudistill import checkpoint, parallel
+from lingudistill.data.grouping import group_within_step
 from lingudistill.data.mixture import LengthGroupedSampler, MixtureSampler
 from lingudistill.data.records import Record
 from lingudistill.data.sources import load_sources
 from lingudistill.models.compat import check_compatibility, shared_vocab_size
-from lingudistill.models.encoding import IGNORE, Encoder, collate
+from lingudistill.models.encoding import IGNORE, Encoder, Example, collate
 from lingudistill.models.loading import Student, Teacher, load_student, load_teacher, parameter_count
 from lingudistill.objective import DistillationObjective, MicroBatchLoss
 from lingudistill.spec import JobSpec
@@ -104,6 +106,7 @@ class Recipe:
             parallel.shard_student(self.student.model, self.student.adapter)
         self.encoder = Encoder(self.student.adapter, self.student.processor, self.spec.training.max_seq_len)
         self.sampler = self._build_sampler()
+        self._distilled = {source.name: self.spec.distills(source) for source in self.spec.mixture}
         # the student's adapter as the objective and evaluation must use it (lm_head gathered when sharded)
         self.adapter = parallel.ShardedAdapter(self.student.adapter) if self.dist.enabled else self.student.adapter
         self.objective = DistillationObjective(
@@ -173,27 +176,46 @@ class Recipe:
         records = load_sources(self.spec.mixture)
         weights = {source.name: source.weight for source in self.spec.mixture}
         mixture = MixtureSampler(records, weights, seed=self.spec.seed)
-        if not self.spec.training.group_by_length:
+        if self.spec.training.group_by_length != "pool":
             return mixture
         micro_batch = self.spec.training.batch_size * self.dist.world_size  # the global micro-batch every rank draws
         return LengthGroupedSampler(mixture, micro_batch, self._prompt_and_response_lengths)
 
     def _prompt_and_response_lengths(self, record: Record) -> tuple[int, int]:
-        example = self.encoder.encode(record)  # once per record per run: the sampler remembers it
-        return example.prompt_length, len(example.input_ids) - example.prompt_length
+        return _lengths(self.encoder.encode(record))  # once per record per run: the sampler remembers it
 
     # --- the step -----------------------------------------------------------------------------------------------
     def _micro_batches(self) -> list[dict[str, Any]]:
-        distilled = {source.name: self.spec.distills(source) for source in self.spec.mixture}
+        size, rank, accum = self.spec.training.batch_size, self.dist.rank, self.spec.training.grad_accum
+        global_size = size * self.dist.world_size
+        # every rank draws the step's global micro-batches and keeps its slice of each: one data order for any GPU
+        # count (the grouping below is a function of the step's global records, so every rank cuts alike)
+        drawn = [self.sampler.next() for _ in range(accum * global_size)]
+        encoded: dict[int, Example] = {}  # index into drawn -> example, so no record is encoded twice
+        order = list(range(len(drawn)))
+        if self.spec.training.group_by_length == "step" and accum > 1:
+            order = group_within_step(self._step_lengths(drawn, encoded), global_size)
         batches = []
-        size, rank = self.spec.training.batch_size, self.dist.rank
-        for _ in range(self.spec.training.grad_accum):
-            # every rank draws the global micro-batch and keeps its slice: one data order for any GPU count
-            drawn = [self.sampler.next() for _ in range(size * self.dist.world_size)]
-            records = drawn[rank * size : (rank + 1) * size]
-            examples = [self.encoder.encode(r, distill=distilled[r.source]) for r in records]
+        for start in range(0, len(order), global_size):
+            mine = order[start + rank * size : start + (rank + 1) * size]
+            examples = [encoded[i] if i in encoded else self._encode(drawn[i]) for i in mine]
             batches.append(_to_device(collate(examples, self.student.adapter, self.pad_token_id), self.device))
         return batches
+
+    def _encode(self, record: Record) -> Example:
+        return self.encoder.encode(record, distill=self._distilled[record.source])
+
+    def _step_lengths(self, drawn: list[Record], encoded: dict[int, Example]) -> list[tuple[int, int]]:
+        """(prompt, response) tokens of each of the step's global records. Each rank encodes the records of its
+        slices as drawn (into `encoded`) and the ranks exchange the lengths: one process encodes each record once."""
+        size, rank = self.spec.training.batch_size, self.dist.rank
+        global_size = size * self.dist.world_size
+        for i, record in enumerate(drawn):
+            if (i % global_size) // size == rank:
+                encoded[i] = self._encode(record)
+        local = {i: _lengths(example) for i, example in encoded.items()}
+        lengths = {i: pair for part in parallel.all_gather_object(local) for i, pair in part.items()}
+        return [lengths[i] for i in range(len(drawn))]
 
     def _autocast(self) -> Any:
         precision = self.spec.training.precision
@@ -416,6 +438,10 @@ def _per_source(losses: list[MicroBatchLoss], names: list[str], device: torch.de
         record[f"loss_ce/{source}"] = ce / count
         record[f"loss_kd/{source}"] = kd / count
     return record
+
+
+def _lengths(example: Example) -> tuple[int, int]:
+    return example.prompt_length, len(example.input_ids) - example.prompt_length
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

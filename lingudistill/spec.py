@@ -22,6 +22,7 @@ KVSharing = Literal["prompt", "visual", "visual_system", "off"]
 KDSources = Literal["selective", "all", "none"]
 Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
 Precision = Literal["auto", "bf16", "fp32"]
+LengthGrouping = Literal["step", "pool", "off"]
 
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Uri = Annotated[str, Field(min_length=1, max_length=2048)]
@@ -109,13 +110,16 @@ class TrainingSpec(StrictModel):
     min_lr_ratio: float = Field(0.1, ge=0, le=1.0, description="Cosine schedule floor, as a fraction of peak.")
     max_grad_norm: float = Field(1.0, gt=0, le=1e6, description="Gradient clipping threshold.")
     max_seq_len: int = Field(2048, ge=8, le=1_000_000, description="Longer examples are truncated (response end).")
-    group_by_length: bool = Field(
-        False,
-        description="Batch records of similar prompt and response lengths together (reordered within pools of 64 "
-        "micro-batches), so far less of each batch is padding (0.65 to 0.92 of computed tokens real, "
-        "bench/token_efficiency.py); the mixture's record weights and epochs are unchanged. Off by default: "
-        "micro-batches then group by modality, and since each loss is a mean over its step's tokens, short-answer "
-        "and distilled sources change their share of the gradient unless grad_accum mixes them again.",
+    group_by_length: LengthGrouping = Field(
+        "step",
+        description="Batch records of similar prompt and response lengths together, so less of each micro-batch is "
+        "padding (bench/token_efficiency.py). 'step' (default): each optimiser step's records, exactly those the "
+        "plain sampler draws, are re-partitioned by length into its grad_accum micro-batches; both losses are means "
+        "over the step's tokens, so the step's loss and gradient are unchanged, and with grad_accum 1 it changes "
+        "nothing. 'pool': records are regrouped within pools of 64 micro-batches across steps: the most padding "
+        "saved, but steps then hold one modality each, so the KD term reaches fewer steps and short-answer sources "
+        "weigh more in the gradient. 'off': micro-batches as drawn. true and false, from before the modes, mean "
+        "'pool' and 'off'.",
     )
     seed: int | None = Field(None, ge=0, lt=2**31, description="Seed; generated and recorded when missing.")
     checkpoint_every: int = Field(500, ge=1, le=10_000_000, description="Save a resumable checkpoint every N steps.")
@@ -123,6 +127,14 @@ class TrainingSpec(StrictModel):
     precision: Precision = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
     compile: bool = Field(False, description="torch.compile the student's decoder.")
+
+    @field_validator("group_by_length", mode="before")
+    @classmethod
+    def _grouping_from_bool(cls, value: Any) -> Any:
+        """Specs stored before the modes said true (the pool grouping) or false."""
+        if isinstance(value, bool):
+            return "pool" if value else "off"
+        return value
 
 
 class EvalSuite(StrictModel):

@@ -77,6 +77,34 @@ def test_distills_follows_kd_sources():
     assert not spec.distills(text)
 
 
+@pytest.mark.parametrize(
+    ("given", "mode"),
+    [(None, "step"), ("step", "step"), ("pool", "pool"), ("off", "off"), (True, "pool"), (False, "off")],
+)
+def test_length_grouping_defaults_to_step_and_reads_the_booleans_from_before_its_modes(given, mode):
+    training = {} if given is None else {"group_by_length": given}
+    spec = JobSpec.model_validate({**MINIMAL, "training": training})
+    assert spec.training.group_by_length == mode
+    assert JobSpec.model_validate(spec.resolved().model_dump()).training.group_by_length == mode
+
+
+@pytest.mark.parametrize("text", ["off", "false", "step", "pool", "true"])
+def test_length_grouping_in_yaml_including_its_boolean_words(tmp_path, text):
+    (tmp_path / "spec.yaml").write_text(
+        "name: repair-1\nstudent: s3://m/s\nteacher: hf://Org/LM\n"
+        f"mixture: [{{name: text, uri: t.jsonl, distill: true}}]\ntraining: {{group_by_length: {text}}}\n"
+    )
+    expected = {"off": "off", "false": "off", "step": "step", "pool": "pool", "true": "pool"}[text]
+    assert load_spec(tmp_path / "spec.yaml").training.group_by_length == expected
+
+
+@pytest.mark.parametrize("given", ["yes", "steps", 1, None])
+def test_an_unknown_length_grouping_is_refused(given):
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate({**MINIMAL, "training": {"group_by_length": given}})
+    assert info.value.errors()[0]["loc"] == ("training", "group_by_length")
+
+
 def test_loads_yaml_and_json_with_local_paths_relative_to_the_spec(tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps(MINIMAL))
     (tmp_path / "spec.yaml").write_text(

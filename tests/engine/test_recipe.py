@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
 from lingudistill import checkpoint
@@ -136,3 +138,88 @@ def test_gradient_checkpointing_gives_the_same_step(tiny_job):
     assert checkpointed["loss_kd"] > 0, "K/V must still reach the teacher with gradient checkpointing on"
     for key in ("loss", "loss_ce", "loss_kd", "grad_norm"):
         assert abs(plain[key] - checkpointed[key]) < 1e-5, key
+
+
+# --- length grouping within a step (group_by_length: step) ----------------------------------------------------------
+def _rows(batches: list[dict]) -> list[list[tuple[int, ...]]]:
+    """Each micro-batch's records as their real (unpadded) token ids."""
+    return [
+        [tuple(ids[mask.bool()].tolist()) for ids, mask in zip(b["input_ids"], b["attention_mask"], strict=True)]
+        for b in batches
+    ]
+
+
+def _step_records(rows: list[list[tuple[int, ...]]]) -> list[tuple[int, ...]]:
+    """The step's records as a sorted list (a multiset), whichever micro-batch holds each."""
+    return sorted(row for micro_batch in rows for row in micro_batch)
+
+
+def _grouping_spec(tiny_job, mode: str, grad_accum: int):
+    spec = load_spec(tiny_job)
+    spec.training.group_by_length, spec.training.grad_accum = mode, grad_accum
+    return spec
+
+
+def _one_step(spec, out: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The step's record and the gradients the optimiser steps with (after clipping): they fix the update.
+
+    (The parameters after the step are not compared: AdamW's first step moves each by about lr x sign(gradient),
+    so a gradient element near 0 turns float rounding of the summation order into a step of up to lr.)"""
+    recipe = Recipe(spec, out)
+    model = recipe.student.model
+    gradients: dict[str, torch.Tensor] = {}
+
+    def capture(optimizer, args, kwargs) -> None:
+        gradients.update({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+    recipe.optimizer.register_step_pre_hook(capture)
+    return recipe.train_step(), gradients
+
+
+def test_grouping_within_a_step_keeps_its_loss_and_its_update(tiny_job):
+    """The step's records are re-partitioned (so per-micro-batch means would differ), yet the loss and the
+    gradient the optimiser steps with are the plain step's: both loss terms are means over the step's tokens."""
+    off, step = _grouping_spec(tiny_job, "off", 4), _grouping_spec(tiny_job, "step", 4)
+    plain_rows = _rows(Recipe(off, tiny_job.parent / "probe-off")._micro_batches())
+    grouped_batches = Recipe(step, tiny_job.parent / "probe-step")._micro_batches()
+    grouped_rows = _rows(grouped_batches)
+    assert _step_records(grouped_rows) == _step_records(plain_rows), "the same records"
+    assert [sorted(b) for b in grouped_rows] != [sorted(b) for b in plain_rows], "in other micro-batches"
+    plain_record, plain_grads = _one_step(off, tiny_job.parent / "off")
+    record, grads = _one_step(step, tiny_job.parent / "step")
+    assert plain_record["loss_kd"] > 0 and plain_record["loss_ce"] > 0
+    for key in ("loss", "loss_ce", "loss_kd", "grad_norm", "ce_tokens", "kd_tokens"):
+        assert record[key] == pytest.approx(plain_record[key], rel=1e-5, abs=1e-7), key
+    assert grads.keys() == plain_grads.keys() and grads
+    torch.testing.assert_close(grads, plain_grads, rtol=1e-5, atol=1e-7)
+
+
+def test_grouping_within_a_step_keeps_each_steps_records_and_pads_less(tiny_job):
+    plain = Recipe(_grouping_spec(tiny_job, "off", 4), tiny_job.parent / "off")
+    grouped = Recipe(_grouping_spec(tiny_job, "step", 4), tiny_job.parent / "step")
+    saved = 0
+    for _ in range(5):
+        plain_batches, grouped_batches = plain._micro_batches(), grouped._micro_batches()
+        assert _step_records(_rows(grouped_batches)) == _step_records(_rows(plain_batches))
+        computed = [sum(b["attention_mask"].numel() for b in bs) for bs in (plain_batches, grouped_batches)]
+        assert computed[1] <= computed[0]
+        saved += computed[0] - computed[1]
+    assert saved > 0
+    assert grouped.sampler.state_dict() == plain.sampler.state_dict(), "the sampler drew the same records"
+
+
+def test_grouping_within_a_step_changes_nothing_with_one_micro_batch(tiny_job):
+    out = {mode: tiny_job.parent / mode for mode in ("off", "step")}
+    for mode, folder in out.items():
+        spec = _grouping_spec(tiny_job, mode, 1)
+        spec.training.max_steps = 4
+        Recipe(spec, folder, callbacks=[MetricsFile(folder / "metrics.jsonl")]).train()
+    drop = ("tokens_per_s", "step_time_s", "peak_memory_mb")
+    records = {
+        mode: [{k: v for k, v in r.items() if k not in drop} for r in _metrics(f / "metrics.jsonl")]
+        for mode, f in out.items()
+    }
+    assert records["step"] == records["off"], "bit-identical losses"
+    weights = [load_file(f / "model" / "model.safetensors") for f in out.values()]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
