@@ -43,6 +43,7 @@ from service.jobs.schemas import (
     ModelOut,
 )
 from service.lifecycle import JobStatus
+from service.sweeps.schemas import SweepOut, SweepPage, SweepReport
 from service.webhooks.schemas import DeliveryPage, WebhookCreate, WebhookCreated, WebhookOut, WebhookPage
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -270,6 +271,46 @@ class LinguDistillClient:
         """One stored report file (report.md, report.json, plots), as rendered by the worker."""
         return self._request("GET", f"/v1/jobs/{job_id}/report/files/{name}").content
 
+    # --- sweeps -----------------------------------------------------------------------------------------------------
+    def submit_sweep(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> SweepSubmission:
+        """POST /v1/sweeps (a SweepIn as JSON); the Idempotency-Key makes a retried call return the same sweep."""
+        headers = {"Idempotency-Key": idempotency_key or f"ldc-{uuid.uuid4()}"}
+        response = self._request("POST", "/v1/sweeps", json=body, headers=headers)
+        replayed = response.headers.get("Idempotent-Replayed", "").lower() == "true"
+        return SweepSubmission(SweepOut.model_validate(response.json()), replayed)
+
+    def get_sweep(self, sweep_id: str) -> SweepOut:
+        return SweepOut.model_validate(self._get(f"/v1/sweeps/{sweep_id}"))
+
+    def list_sweeps(self, *, limit: int = 20, after: str | None = None) -> SweepPage:
+        return SweepPage.model_validate(self._get("/v1/sweeps", _clean({"limit": limit, "after": after})))
+
+    def cancel_sweep(self, sweep_id: str) -> SweepOut:
+        return SweepOut.model_validate(self._request("POST", f"/v1/sweeps/{sweep_id}/cancel").json())
+
+    def get_sweep_report(self, sweep_id: str) -> SweepReport:
+        return SweepReport.model_validate(self._get(f"/v1/sweeps/{sweep_id}/report"))
+
+    def wait_sweep(
+        self,
+        sweep_id: str,
+        *,
+        on_progress: Callable[[SweepOut], None] | None = None,
+        poll_interval_s: float = 2.0,
+        timeout_s: float | None = None,
+    ) -> SweepOut:
+        """Poll until the sweep has ended (every arm final, the best arm chosen). TimeoutError after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+        while True:
+            sweep = self.get_sweep(sweep_id)
+            if on_progress is not None:
+                on_progress(sweep)
+            if sweep.status != "running":
+                return sweep
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"sweep {sweep_id} is still running after {timeout_s} s")
+            self._sleep(poll_interval_s)
+
     # --- following a job -------------------------------------------------------------------------------------------
     def stream_events(
         self, job_id: str, *, after: int | None = None, read_timeout_s: float = 60.0
@@ -467,6 +508,12 @@ class LinguDistillClient:
     ) -> DeliveryPage:
         params = _clean({"limit": limit, "after": after, "status": status})
         return DeliveryPage.model_validate(self._get(f"/v1/webhooks/{webhook_id}/deliveries", params))
+
+
+@dataclass(frozen=True)
+class SweepSubmission:
+    sweep: SweepOut
+    replayed: bool
 
 
 @dataclass(frozen=True)

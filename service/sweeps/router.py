@@ -101,15 +101,15 @@ def sweep_report(sweep_id: str, session: SessionDep, principal: PrincipalDep, st
 
 
 @router.get(
-    "/{sweep_id}/report/plots/{name}",
+    "/{sweep_id}/report/plots/{plot}",
     response_class=Response,
     responses={200: {"content": {"image/svg+xml": {}}}, **problem_responses(404)},
     summary="A plot of the sweep report: selection.svg (the metric per arm) or loss.svg (the loss curves overlaid)",
 )
-def sweep_plot(sweep_id: str, name: str, session: SessionDep, principal: PrincipalDep) -> Response:
+def sweep_plot(sweep_id: str, plot: str, session: SessionDep, principal: PrincipalDep) -> Response:
     view = service.sweep_view(session, service.load_sweep(session, principal, sweep_id))
-    svg = service.report_plot(session, view, name)
+    svg = service.report_plot(session, view, plot)
     if svg is None:
-        raise PlotNotFound(f"no plot {name!r}; the plots are {', '.join(service.PLOTS)}")
+        raise PlotNotFound(f"no plot {plot!r}; the plots are {', '.join(service.PLOTS)}")
     headers = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
     return Response(svg, media_type="image/svg+xml", headers=headers)
