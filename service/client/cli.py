@@ -751,12 +751,13 @@ def conclude_sweep(api: LinguDistillClient, result: SweepOut, junit_path: str | 
     for arm in result.arms:
         mark = " <- best" if arm.job_id == result.best_job_id else (" (control)" if arm.is_control else "")
         err(f"  {arm.label}: {arm.status.value}, {result.select.metric} {_num(metrics[arm.job_id])}{mark}")
-    if result.lift is not None:
-        mean = result.lift.mean_recovery
-        if result.lift.error or mean is None:
-            err(f"  lift over the control: n/a ({result.lift.error})")
-        else:
-            err(f"  lift over the control: {_num(mean.estimate)} [{_num(mean.low)}, {_num(mean.high)}]")
+    if result.lift is not None and result.lift.error:
+        err(f"  lift over the control: n/a ({result.lift.error})")
+    elif result.lift is not None:
+        intervals = [result.lift.mean_recovery] if result.lift.mean_recovery else []
+        for row in intervals + result.lift.suites:
+            interval = f"[{_num(row.low)}, {_num(row.high)}]" if row.low is not None else f"n/a ({row.note})"
+            err(f"  lift over the control, {row.name}: {_num(row.estimate)} {interval}")
     for gate in result.gates or []:
         err(
             f"  gate {gate.name}: {'pass' if gate.passed else 'FAIL'} (value {_num(gate.value)}, "
