@@ -60,10 +60,11 @@ def create_sweep(
 def list_sweeps(
     session: SessionDep,
     principal: PrincipalDep,
+    state: StateDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(description="A next_cursor from the previous page.")] = None,
 ) -> SweepPage:
-    items, cursor = service.list_sweeps(session, principal, limit, after)
+    items, cursor = service.list_sweeps(session, principal, state.storage, limit, after)
     return SweepPage(items=items, next_cursor=cursor)
 
 

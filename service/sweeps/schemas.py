@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lingudistill.spec import JobSpec
 from service.jobs.schemas import Progress
@@ -63,6 +64,17 @@ class SweepIn(Strict):
         "lift over it is reported. Only when every grid path is under `method.`.",
     )
     select: Selection = Field(default_factory=Selection, description="How the best arm is chosen.")
+
+    @field_validator("grid")
+    @classmethod
+    def _distinct_values(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Two equal values would plan two arms with one label: the same job twice."""
+        for path, values in grid.items():
+            seen = [json.dumps(value) for value in values]
+            repeated = sorted({text for text in seen if seen.count(text) > 1})
+            if repeated:
+                raise ValueError(f"{path} repeats {', '.join(repeated)}")
+        return grid
 
 
 class ArmOut(BaseModel):

@@ -54,6 +54,7 @@ CONTROL = "control"
 CONTROL_OVERRIDES = {"method.kd_sources": "none"}
 REPORT_SECTIONS = ("language", "vision", "training")  # where a selection metric may point
 PLOTS = ("selection.svg", "loss.svg")
+MAX_LABEL = 1000  # jobs.sweep_arm
 
 # --- planning: pure functions of the request ------------------------------------------------------------------
 
@@ -124,6 +125,9 @@ def plan_arms(request: SweepIn, max_arms: int) -> list[PlannedArm]:
     if count + request.control > max_arms:
         raise SweepTooLarge(f"{count + request.control} arms; a sweep may have at most {max_arms}")
     arms = [PlannedArm(arm_label(o), o) for o in sampled_overrides(request.grid, request.sampling)]
+    too_long = next((arm.label for arm in arms if len(arm.label) > MAX_LABEL), None)
+    if too_long is not None:
+        raise InvalidSweep(f"arm {too_long[:80]}...: its label (the overrides) is over {MAX_LABEL} characters")
     if request.control:
         arms.append(PlannedArm(CONTROL, dict(CONTROL_OVERRIDES), control=True))
     return arms
@@ -409,10 +413,10 @@ def finalised_view(session: Session, storage: Storage, sweep: Sweep) -> SweepOut
 
 
 def list_sweeps(
-    session: Session, principal: Principal, limit: int, after: str | None
+    session: Session, principal: Principal, storage: Storage, limit: int, after: str | None
 ) -> tuple[list[SweepOut], str | None]:
     page = repository.list_sweeps(session, principal, limit, after)
-    return [sweep_view(session, sweep) for sweep in page.items], page.next_cursor
+    return [finalised_view(session, storage, sweep) for sweep in page.items], page.next_cursor
 
 
 # --- the report ---------------------------------------------------------------------------------------------------

@@ -13,7 +13,11 @@ from service.db import session_scope
 from service.jobs import repository
 from service.lifecycle import FailureReason, JobStatus
 from service.models import Job
+from service.sweeps.service import finalise_after_job
 from tests.client.live import make_report
+from tests.evaluation.test_compare import arm as compare_arm
+from tests.evaluation.test_compare import finished_run, make_spec
+from tests.service.test_comparison import store_run
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres", "sqlite"], indirect=True)
 S = JobStatus
@@ -189,3 +193,45 @@ def test_a_sweep_whose_arms_all_failed_has_no_best_arm(client, sweep_body, sessi
         finish(sessions, arm["job_id"], after=None if not arm["is_control"] else 0.5)
     done = client.get(f"/v1/sweeps/{sweep['id']}").json()
     assert done["status"] == "failed" and done["best_job_id"] is None and done["lift"] is None
+
+
+def test_the_last_arms_hook_stores_the_best_arm_and_its_lift_over_the_control_once(
+    client, sweep_body, sessions, storage, tmp_path
+):
+    sweep = client.post("/v1/sweeps", json=sweep_body({"method.kd_weight": [1, 2]}, control=True)).json()
+    method_a, method_b, control = (arm["job_id"] for arm in sweep["arms"])
+    for job_id, after in ((method_a, 0.5), (method_b, 0.7), (control, 0.45)):
+        finish(sessions, job_id, after=after)
+    # the run files the worker uploads: the best arm got 22 of 40 items right, the control 12 (recovery lift 10/28)
+    store_run(storage, method_b, finished_run(tmp_path / "b", make_spec(min_lift=0.05), compare_arm(22, 30)))
+    store_run(storage, control, finished_run(tmp_path / "c", make_spec("none"), compare_arm(12, 29)))
+
+    assert finalise_after_job(sessions, storage, control) is True
+    assert finalise_after_job(sessions, storage, control) is False  # stored once
+
+    done = client.get(f"/v1/sweeps/{sweep['id']}").json()
+    assert done["status"] == "succeeded" and done["best_job_id"] == method_b
+    lift = done["lift"]
+    assert lift["control_job_id"] == control and lift["error"] is None and lift["confidence"] == 0.95
+    mean = lift["mean_recovery"]
+    assert mean["estimate"] == pytest.approx(10 / 28) and mean["low"] <= mean["estimate"] <= mean["high"]
+    assert {row["name"] for row in lift["suites"]} == {"arc", "vqa"}
+    assert "min_lift" in [gate["name"] for gate in done["gates"]] and done["passed"] is True
+    markdown = client.get(f"/v1/sweeps/{sweep['id']}/report").json()["markdown"]
+    assert f"## Lift of the best arm over the control ({control})" in markdown
+
+
+def test_a_control_that_failed_leaves_the_best_arm_without_a_lift(client, sweep_body, sessions):
+    sweep = client.post("/v1/sweeps", json=sweep_body({"method.kd_weight": [1]}, control=True)).json()
+    arm, control = (a["job_id"] for a in sweep["arms"])
+    finish(sessions, arm, after=0.6)
+    finish(sessions, control, after=None)
+    done = client.get(f"/v1/sweeps/{sweep['id']}").json()
+    assert done["status"] == "succeeded" and done["best_job_id"] == arm
+    assert done["lift"] == {
+        "control_job_id": control,
+        "confidence": None,
+        "mean_recovery": None,
+        "suites": [],
+        "error": "the control arm failed",
+    }

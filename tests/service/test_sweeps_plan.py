@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from lingudistill.spec import JobSpec
 from service.errors import InvalidSweep, SweepTooLarge
@@ -135,3 +136,15 @@ def test_the_best_arm_is_the_max_or_min_and_arms_without_a_value_are_left_out() 
     assert choose_best(values, "min") == "d"
     assert choose_best({"a": None}, "max") is None
     assert choose_best({"a": 1.0, "b": 1.0}, "max") == "a"
+
+
+def test_a_value_repeated_in_the_grid_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"method.kd_weight repeats 1"):
+        request({"method.kd_weight": [1, 2, 1]})
+    assert len(plan_arms(request({"method.kd_weight": [1, 1.0, True]}), 64)) == 3  # three values, three labels
+
+
+def test_an_arm_label_longer_than_the_column_is_refused() -> None:
+    grid = {f"method.{'p' * 190}{i}": ["v" * 199] for i in range(4)}
+    with pytest.raises(InvalidSweep, match="over 1000 characters"):
+        plan_arms(request(grid), 64)

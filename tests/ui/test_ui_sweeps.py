@@ -9,6 +9,7 @@ from typing import Any
 from playwright.sync_api import Page, expect
 
 from tests.ui.conftest import Server, api_spec
+from tests.ui.test_ui import UNLABELLED_CONTROLS
 
 SWEEP_TIMEOUT_MS = 300_000
 
@@ -54,6 +55,8 @@ def test_a_sweep_page_shows_its_arms_sortable_with_the_best_and_the_control_high
     expect(page.locator("#best-arm")).to_have_text(sweep["best_arm"])
     expect(page.locator("#sweep-lift")).to_contain_text("sums")
     expect(page.locator("#sweep-loss .u-legend [data-series]")).to_have_count(3)
+    expect(page.get_by_role("heading", level=1)).to_be_focused()  # as on every page: focus starts at the heading
+    assert page.evaluate(UNLABELLED_CONTROLS) == []
 
     arm_header = page.locator('#arms-table th[data-column="arm"]')
     arm_header.get_by_role("button").click()
