@@ -39,7 +39,7 @@ def test_a_sweep_page_shows_its_arms_sortable_with_the_best_and_the_control_high
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Sweeps").click()
     page.locator(f'#sweeps-table tr[data-sweep-id="{sweep_id}"]').get_by_role("link", name="ui-sweep").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Sweep ui-sweep")
-    expect(page.locator(".page-head .badge")).to_have_text("succeeded", timeout=SWEEP_TIMEOUT_MS)
+    expect(page.locator("#sweep-status .badge")).to_have_text("succeeded", timeout=SWEEP_TIMEOUT_MS)
 
     with server.client() as client:
         sweep = client.get(f"/v1/sweeps/{sweep_id}").json()

@@ -61,7 +61,9 @@ const COLUMNS = [
 ];
 
 export async function renderSweep(main, sweepId) {
-  const head = h("div", { class: "page-head" }, h("h1", {}, "Sweep"));
+  const title = h("h1", {}, "Sweep"); // kept across refreshes: it holds the focus after navigation
+  const badge = h("span", { id: "sweep-status" });
+  const head = h("div", { class: "page-head" }, title, badge);
   const summary = h("section", { class: "card", "aria-labelledby": "sweep-summary" });
   const arms = h("section", { class: "card", "aria-labelledby": "sweep-arms" });
   const chart = new LineChart({ id: "sweep-loss", title: "Training loss per arm", yLabel: "loss" });
@@ -90,7 +92,8 @@ export async function renderSweep(main, sweepId) {
     if (!alive) return;
     sort.descending = latest ? sort.descending : sweep.select.mode === "max";
     latest = { sweep, report };
-    clear(head, h("h1", {}, `Sweep ${sweep.name}`), statusBadge(sweep.status));
+    title.textContent = `Sweep ${sweep.name}`;
+    clear(badge, statusBadge(sweep.status));
     clear(summary, ...summaryView(sweep));
     renderArms();
     await loadCurves(sweep);
@@ -108,6 +111,7 @@ export async function renderSweep(main, sweepId) {
           sort.descending = active ? !sort.descending : !column.text;
           sort.key = column.key;
           renderArms();
+          arms.querySelector(`th[data-column="${column.key}"] button`).focus(); // the table was redrawn
         } },
         column.key === "metric" ? `${column.label} (${sweep.select.metric}, ${sweep.select.mode})` : column.label,
       );
