@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -47,6 +47,7 @@ from service.sweeps.schemas import SweepOut, SweepPage, SweepReport
 from service.webhooks.schemas import DeliveryPage, WebhookCreate, WebhookCreated, WebhookOut, WebhookPage
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 503})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 CHUNK = 1 << 20
@@ -300,16 +301,14 @@ class LinguDistillClient:
         timeout_s: float | None = None,
     ) -> SweepOut:
         """Poll until the sweep has ended (every arm final, the best arm chosen). TimeoutError after `timeout_s`."""
-        deadline = time.monotonic() + timeout_s if timeout_s is not None else None
-        while True:
-            sweep = self.get_sweep(sweep_id)
-            if on_progress is not None:
-                on_progress(sweep)
-            if sweep.status != "running":
-                return sweep
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"sweep {sweep_id} is still running after {timeout_s} s")
-            self._sleep(poll_interval_s)
+        return self._poll(
+            lambda: self.get_sweep(sweep_id),
+            lambda sweep: sweep.status != "running",
+            lambda sweep: f"sweep {sweep_id} is still running after {timeout_s} s",
+            on_progress,
+            poll_interval_s,
+            timeout_s,
+        )
 
     # --- following a job -------------------------------------------------------------------------------------------
     def stream_events(
@@ -365,15 +364,34 @@ class LinguDistillClient:
         timeout_s: float | None = None,
     ) -> JobOut:
         """Poll until the job is final; `on_progress(job)` sees every poll. TimeoutError after `timeout_s`."""
+        return self._poll(
+            lambda: self.get_job(job_id),
+            lambda job: job.status.is_final,
+            lambda job: f"job {job_id} is still {job.status.value} after {timeout_s} s",
+            on_progress,
+            poll_interval_s,
+            timeout_s,
+        )
+
+    def _poll(
+        self,
+        fetch: Callable[[], T],
+        done: Callable[[T], bool],
+        still: Callable[[T], str],
+        on_progress: Callable[[T], None] | None,
+        poll_interval_s: float,
+        timeout_s: float | None,
+    ) -> T:
+        """`fetch()` every `poll_interval_s` until `done`; TimeoutError with `still(last)` after `timeout_s`."""
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
         while True:
-            job = self.get_job(job_id)
+            current = fetch()
             if on_progress is not None:
-                on_progress(job)
-            if job.status.is_final:
-                return job
+                on_progress(current)
+            if done(current):
+                return current
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} is still {job.status.value} after {timeout_s} s")
+                raise TimeoutError(still(current))
             self._sleep(poll_interval_s)
 
     # --- downloads -------------------------------------------------------------------------------------------------

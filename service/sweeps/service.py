@@ -33,6 +33,7 @@ from service.errors import InvalidSweep, InvalidTransition, SweepNotFound, Sweep
 from service.jobs import service as jobs
 from service.lifecycle import JobStatus
 from service.models import Job, Sweep, utcnow
+from service.redact import redact_paths
 from service.schemas import FieldError
 from service.settings import Settings
 from service.storage import Storage
@@ -317,7 +318,7 @@ def best_outcome(storage: Storage, report: dict[str, Any], best_id: str, control
     try:
         combined = compare_jobs(storage, best_id, control.id)
     except (CompareError, ItemMismatch, RunFilesMissing) as exc:
-        lift = {"control_job_id": control.id, "error": str(exc)}
+        lift = {"control_job_id": control.id, "error": redact_paths(str(exc))}  # it names temporary folders
         return {"gates": report.get("gates", []), "passed": report.get("passed"), "lift": lift}
     return {
         "gates": combined["gates"],

@@ -4,10 +4,10 @@ repository, as a worker does, while the CLI waits over HTTP."""
 
 from __future__ import annotations
 
+import functools
 import secrets
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import yaml
 
 from service.client.cli import sweep
 from tests.client.live import JobDriver, LiveServer, make_report
-from tests.client.test_cli import WAIT, invoke, junit_cases
+from tests.client.test_cli import WAIT, invoke, junit_cases, worker
 
 Outcome = Callable[[JobDriver, str, int, Any], None]
 
@@ -30,26 +30,12 @@ def fail(driver: JobDriver, job_id: str, attempt: int, spec: Any) -> None:
 
 
 @contextmanager
-def arms_worker(driver: JobDriver, outcomes: dict[str, Outcome]) -> Iterator[dict[str, Any]]:
-    """A thread that runs each named arm job to its outcome, one after another."""
-    seen: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            for name, outcome in outcomes.items():
-                job_id = seen[name] = driver.find(name, timeout=120)
-                attempt, spec = driver.start(job_id)
-                driver.step(job_id, attempt, 4, 4, loss=1.0)
-                outcome(driver, job_id, attempt, spec)
-        except BaseException as exc:
-            seen["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    yield seen
-    thread.join(timeout=30)
-    if "error" in seen:
-        raise seen["error"]
+def arms_worker(driver: JobDriver, outcomes: dict[str, Outcome]) -> Iterator[None]:
+    """A worker thread per named arm job (tests.client.test_cli.worker), each running it to its outcome."""
+    with ExitStack() as stack:
+        for name, outcome in outcomes.items():
+            stack.enter_context(worker(driver, name, functools.partial(outcome, driver)))
+        yield
 
 
 def sweep_file(spec_file: Any, tmp_path: Path, name: str, **extra: Any) -> Path:
@@ -67,7 +53,7 @@ def test_the_best_arms_gates_decide_exit_1_with_a_junit_case_per_arm_and_gate(
     junit = tmp_path / "sweep.xml"
     outcomes = {f"{name}-arm1": succeed(0.45), f"{name}-arm2": succeed(0.42)}  # recovery 0.125 and 0.05 < 0.25
 
-    with arms_worker(driver, outcomes) as seen:
+    with arms_worker(driver, outcomes):
         path = sweep_file(spec_file, tmp_path, name)
         result = invoke(sweep, "submit", str(path), *WAIT, "--junit", str(junit), server=server, key=api_key)
 
@@ -77,7 +63,7 @@ def test_the_best_arms_gates_decide_exit_1_with_a_junit_case_per_arm_and_gate(
     assert list(cases) == ["method.kd_weight=1", "method.kd_weight=2", "min_recovery", "max_vision_drop"]
     assert cases["method.kd_weight=1"] is None and cases["max_vision_drop"] is None
     assert "threshold 0.25" in (cases["min_recovery"] or "")
-    assert result.stdout.strip().startswith("swp_") and seen[f"{name}-arm1"]
+    assert result.stdout.strip().startswith("swp_")
 
 
 def test_a_failed_arm_is_left_out_and_fails_its_junit_case(

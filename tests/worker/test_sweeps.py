@@ -4,7 +4,6 @@ measures its lift over the control with an interval, and the CLI exits with the 
 
 from __future__ import annotations
 
-import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -18,33 +17,8 @@ from service.client.cli import sweep
 from service.db import session_scope
 from service.keys.service import create_key
 from tests.client.live import LiveServer
-from tests.engine.conftest import COLOURS
+from tests.engine.test_pipeline import _write_suites as write_suites
 from tests.worker.conftest import Stack, job_spec
-
-
-def write_suites(world: Path) -> dict[str, list[dict[str, str]]]:
-    """Sums (language) and colours (vision, the tiny world's images) as multiple choice, for every arm's report."""
-    numbers = ("zero", "one", "two", "three", "four", "five", "six")
-    sums = [
-        {"question": f"what is {numbers[a]} plus {numbers[b]} ?", "choices": list(numbers), "answer": a + b}
-        for a in range(3)
-        for b in range(3)
-    ]
-    colours = [
-        {
-            "question": "what colour is the square ?",
-            "choices": list(COLOURS),
-            "answer": i % 4,
-            "image": f"images/{i}.png",
-        }
-        for i in range(4)
-    ]
-    suites = {}
-    for name, items in (("sums", sums), ("colours", colours)):
-        path = world / "data" / f"{name}.jsonl"
-        path.write_text("".join(json.dumps(item) + "\n" for item in items))
-        suites[name] = [{"name": name, "uri": str(path)}]
-    return suites
 
 
 def test_a_sweep_with_a_control_runs_to_the_end_and_names_its_best_arm_with_a_lift(
@@ -53,8 +27,12 @@ def test_a_sweep_with_a_control_runs_to_the_end_and_names_its_best_arm_with_a_li
     stack.worker("--concurrency=2", queue=private_queue)
     base = job_spec(tiny_world, private_queue, max_steps=4, checkpoint_every=4)
     base["name"] = "sweep-e2e"
-    suites = write_suites(tiny_world)
-    base["evaluation"] = {"language": suites["sums"], "vision": suites["colours"], "gates": {"max_vision_drop": 1.0}}
+    write_suites(tiny_world)  # data/language.jsonl (sums) and data/vision.jsonl (colours, with the world's images)
+    base["evaluation"] = {
+        "language": [{"name": "sums", "uri": str(tiny_world / "data" / "language.jsonl")}],
+        "vision": [{"name": "colours", "uri": str(tiny_world / "data" / "vision.jsonl")}],
+        "gates": {"max_vision_drop": 1.0},
+    }
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(
         yaml.safe_dump(
