@@ -1,6 +1,7 @@
-"""Issue 13's sweep end to end on real workers, Postgres, Redis and S3: `lingudistill sweep submit --wait --junit
---download` submits two arms and a control through the REST API, the arms train, the sweep names its best arm and
-measures its lift over the control with an interval, and the CLI exits with the best arm's verdict."""
+"""Issue 13's sweep end to end on real workers, Postgres, Redis and S3: `lingudistill sweep submit` submits two arms
+and a control through the REST API, the arms train, the worker finishes the sweep when the last arm ends (best arm,
+lift over the control with an interval), and the retried step (`--wait --junit --download`, same idempotency key)
+follows the same sweep to the best arm's verdict and model."""
 
 from __future__ import annotations
 
@@ -16,9 +17,17 @@ from service.app import create_app
 from service.client.cli import sweep
 from service.db import session_scope
 from service.keys.service import create_key
+from service.models import Sweep
 from tests.client.live import LiveServer
 from tests.engine.test_pipeline import _write_suites as write_suites
-from tests.worker.conftest import Stack, job_spec
+from tests.worker.conftest import Stack, job_spec, wait_until
+
+
+def sweep_row(stack: Stack, sweep_id: str) -> Sweep:
+    with stack.sessions() as session:
+        row = session.get(Sweep, sweep_id)
+        assert row is not None
+        return row
 
 
 def test_a_sweep_with_a_control_runs_to_the_end_and_names_its_best_arm_with_a_lift(
@@ -48,13 +57,20 @@ def test_a_sweep_with_a_control_runs_to_the_end_and_names_its_best_arm_with_a_li
     try:
         with session_scope(stack.sessions) as session:
             key = create_key(session, "sweep-e2e").key
+        connection = ["--idempotency-key", "sweep-e2e", "--server", live.url, "--api-key", key]
+        submitted = CliRunner().invoke(sweep, ["submit", str(sweep_file), *connection], catch_exceptions=False)
+        assert submitted.exit_code == 0, submitted.output
+        sweep_id = submitted.stdout.strip()
+        # nobody reads the sweep meanwhile: the worker's hook, when the last arm ends, is what finishes it
+        wait_until(lambda: sweep_row(stack, sweep_id).finished_at, 600, "the sweep to be finished by the worker")
+
+        # the step retried with --wait: the same key follows the same sweep to its verdict, files and model
         junit, model = tmp_path / "junit.xml", tmp_path / "best-model"
         args = ["submit", str(sweep_file), "--wait", "--junit", str(junit), "--download", str(model)]
-        args += ["--poll-interval", "1", "--timeout", "600", "--server", live.url, "--api-key", key]
-        result = CliRunner().invoke(sweep, args, catch_exceptions=False)
+        result = CliRunner().invoke(sweep, [*args, "--poll-interval", "1", *connection], catch_exceptions=False)
 
         assert result.exit_code == 0, result.output
-        sweep_id = result.stdout.strip().splitlines()[-1]
+        assert result.stdout.strip() == sweep_id and "already submitted" in result.stderr
         with httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {key}"}) as api:
             done = api.get(f"/v1/sweeps/{sweep_id}").json()
             report = api.get(f"/v1/sweeps/{sweep_id}/report").json()
