@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import math
 import random
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ from service.sweeps.schemas import (
     SweepReport,
 )
 
+log = logging.getLogger(__name__)
 CONTROL = "control"
 CONTROL_OVERRIDES = {"method.kd_sources": "none"}
 REPORT_SECTIONS = ("language", "vision", "training")  # where a selection metric may point
@@ -408,8 +410,13 @@ def _interval(row: dict[str, Any]) -> dict[str, Any]:
 
 def finalised_view(session: Session, storage: Storage, sweep: Sweep) -> SweepOut:
     """The sweep as it is now, finishing it first if its last arm ended without the worker's hook (a queued arm
-    cancelled through the API, a worker that died after the job's final write)."""
-    finalise_if_done(session, storage, sweep)
+    cancelled through the API, a worker that died after the job's final write). A failure to finish it (storage
+    unreachable, say) leaves it running for the next read or the worker's hook rather than failing the read."""
+    try:
+        with session.begin_nested():
+            finalise_if_done(session, storage, sweep)
+    except Exception:
+        log.exception("sweep %s: finishing it on read", sweep.id)
     return sweep_view(session, sweep)
 
 

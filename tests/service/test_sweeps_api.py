@@ -72,6 +72,9 @@ def test_a_sweep_submits_one_job_per_arm_and_its_control(client, sweep_body, dis
     assert len({s["training"]["seed"] for s in specs}) == 1, "one seed: the control shares every arm's data order"
     assert not any(s["evaluation"]["control"] for s in specs)
     assert [jobs[a["job_id"]]["name"] for a in sweep["arms"]][-1] == "sweep-base-control"
+    assert {(j["sweep_id"], j["sweep_arm"]) for j in jobs.values()} == {
+        (sweep["id"], a["label"]) for a in sweep["arms"]
+    }
     assert client.get(f"/v1/sweeps/{sweep['id']}").json()["arms"] == sweep["arms"]
 
 

@@ -74,7 +74,9 @@ def test_a_sweep_page_shows_its_arms_sortable_with_the_best_and_the_control_high
 
     rows.filter(has=page.locator(".tag-control")).get_by_role("link").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("ui-sweep-control")
-    page.go_back()
+    expect(page.locator("#job-sweep")).to_contain_text("arm control of its sweep")
+    page.locator("#job-sweep").get_by_role("link", name="its sweep").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sweep ui-sweep")
     expect(page.locator("#arms-table tr.arm-best")).to_have_count(1)
     shoot(page, "sweep")
     assert not page.js_errors
