@@ -183,7 +183,7 @@ function liftView(lift) {
   const rows = (lift.mean_recovery ? [lift.mean_recovery] : []).concat(lift.suites);
   return h(
     "div",
-    { class: "table-wrap" },
+    { class: "table-wrap lift-wrap" },
     h(
       "table",
       { id: "sweep-lift", class: "compact" },
