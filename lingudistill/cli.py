@@ -207,7 +207,7 @@ def _toy_next_steps(spec_path: Path) -> list[str]:
 
 
 def _unavailable(name: str, exc: ImportError) -> click.Command:
-    # every plugin command (serve, db, keys, worker, submit, jobs) ships in the service extra
+    # every plugin command (serve, db, keys, worker, submit, jobs, sweep) ships in the service extra
     reason = f'{exc.name or exc} is not installed; install the service extra: pip install "lingudistill[service]"'
     context = {"ignore_unknown_options": True, "help_option_names": []}
 
@@ -215,7 +215,7 @@ def _unavailable(name: str, exc: ImportError) -> click.Command:
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def command(args: tuple[str, ...]) -> None:
         click.secho(f"error: `lingudistill {name}` is unavailable: {reason}", fg="red", err=True)
-        sys.exit(3 if name in ("submit", "jobs") else 1)  # submit and jobs: 3 is "no verdict" to a CI gate
+        sys.exit(3 if name in ("submit", "jobs", "sweep") else 1)  # submit, jobs, sweep: 3 is "no verdict" to a CI gate
 
     return command
 

@@ -21,6 +21,7 @@ from service.ops.router import router as ops_router
 from service.ratelimit import make_limiter
 from service.settings import Settings, get_settings
 from service.storage import Storage, make_storage
+from service.sweeps.router import router as sweeps_router
 from service.ui.router import router as ui_router
 from service.webhooks.delivery import delivery_lifespan
 from service.webhooks.router import router as webhooks_router
@@ -49,7 +50,15 @@ def create_app(
         limiter=make_limiter(settings),
     )
     install_error_handlers(app)
-    for router in (jobs_router, datasets_router, ops_router, webhooks_router, keys_router, openai_router):
+    for router in (
+        jobs_router,
+        sweeps_router,
+        datasets_router,
+        ops_router,
+        webhooks_router,
+        keys_router,
+        openai_router,
+    ):
         app.include_router(router)
     app.include_router(ui_router)  # the web UI at /ui (issue 6): static files; the page calls the API above
     install_openapi(app)

@@ -49,6 +49,10 @@ class CheckpointNotFound(NotFound):
     code, title = "checkpoint_not_found", "Checkpoint not found"
 
 
+class SweepNotFound(NotFound):
+    code, title = "sweep_not_found", "Sweep not found"
+
+
 class ReportNotReady(NotFound):
     code, title = "report_not_ready", "The report is not ready"
 
@@ -63,6 +67,14 @@ class KeyNotFound(NotFound):
 
 class InvalidSpec(AppError):
     status, code, title = 422, "invalid_spec", "The job spec is invalid"
+
+
+class InvalidSweep(AppError):
+    status, code, title = 422, "invalid_sweep", "The sweep is invalid"
+
+
+class SweepTooLarge(AppError):
+    status, code, title = 422, "sweep_too_large", "The sweep has more arms than allowed"
 
 
 class InvalidDataset(AppError):

@@ -125,16 +125,45 @@ class Job(Base):
     resume_checkpoint_step: Mapped[int | None] = mapped_column(Integer)
     # Loaded only when read (the report route): list pages and job views never carry it.
     report: Mapped[dict[str, Any] | None] = mapped_column(deferred=True)
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="SET NULL"), comment="The sweep this job is an arm of."
+    )
+    sweep_arm: Mapped[str | None] = mapped_column(String(1000), comment="The arm's label in its sweep.")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_jobs_sweep", "sweep_id"),
         Index("ix_jobs_tenant_status", "tenant_id", "status"),
         Index("ix_jobs_created", "created_at", "id"),
         Index("ix_jobs_queue_order", "queue", "status", "priority", "created_at"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
     )
+
+
+class Sweep(Base):
+    """A grid of arms over one base spec (issue 13): each arm is an ordinary job pointing back here (jobs.sweep_id).
+    The status is derived from the arms until every arm is final; then `result` is stored once (finished_at)."""
+
+    __tablename__ = "sweeps"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("swp"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    base: Mapped[dict[str, Any]] = mapped_column(comment="The base JobSpec as submitted.")
+    grid: Mapped[dict[str, Any]] = mapped_column(comment="{dotted path: [values]}")
+    sampling: Mapped[dict[str, Any]] = mapped_column(comment="{type: grid} or {type: random, n_arms, seed}")
+    selection: Mapped[dict[str, Any]] = mapped_column(comment="{metric: dotted path into a report, mode: max|min}")
+    control: Mapped[bool] = mapped_column(Boolean, default=False)
+    arms: Mapped[list[Any]] = mapped_column(comment="The planned arms in order: [{label, overrides, control}].")
+    status: Mapped[str] = mapped_column(String(16), default="running", comment="running until finished_at is set.")
+    best_job_id: Mapped[str | None] = mapped_column(String(40))
+    result: Mapped[dict[str, Any] | None] = mapped_column(comment="Metric values, best arm, lift, gates.")
+    cancel_requested_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_sweeps_tenant_created", "tenant_id", "created_at", "id"),)
 
 
 class JobEvent(Base):

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
         None, description="Redis holding the buckets shared by all API processes; default: the broker if Redis."
     )
     max_active_jobs_per_tenant: int = Field(8, ge=1, description="Queued+running jobs before new ones are held.")
+    max_sweep_arms: int = Field(
+        64, ge=1, le=1024, description="Most arms (jobs) one sweep may create, its control included."
+    )
     idempotency_retention_h: int = Field(
         24, ge=1, le=24 * 90, description="Hours an Idempotency-Key is remembered; then the same key creates anew."
     )

@@ -1,4 +1,4 @@
-"""The Python client of the LinguDistill API and the `lingudistill submit` / `lingudistill jobs` commands.
+"""The Python client of the LinguDistill API and the `lingudistill submit` / `jobs` / `sweep` commands.
 
 Responses are the service's own schemas, re-exported here so callers need one import.
 """
@@ -9,6 +9,7 @@ from service.datasets.schemas import DatasetOut, DatasetPage
 from service.jobs.schemas import CheckpointList, CheckpointOut, EventOut, EventPage, JobOut, JobPage, MetricsOut
 from service.lifecycle import JobStatus
 from service.schemas import FieldError, Problem
+from service.sweeps.schemas import SweepOut, SweepPage, SweepReport
 from service.webhooks.schemas import DeliveryOut, DeliveryPage, WebhookCreated, WebhookOut, WebhookPage
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "Problem",
     "Report",
     "RetryPolicy",
+    "SweepOut",
+    "SweepPage",
+    "SweepReport",
     "WebhookCreated",
     "WebhookOut",
     "WebhookPage",

@@ -1,4 +1,4 @@
-"""`lingudistill submit` and `lingudistill jobs` (entry points in pyproject): the CI face of the API.
+"""`lingudistill submit`, `jobs` and `sweep` (entry points in pyproject): the CI face of the API.
 
 stdout carries only what a script captures (the job id from submit; JSON or tables from jobs); progress, events
 and messages go to stderr. Exit codes are the contract CI gates on: see EXIT_CODES_HELP.
@@ -19,7 +19,16 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from lingudistill.spec import JobSpec, SpecError, is_local_uri, local_input_problems, local_path, read_spec
+from lingudistill.spec import (
+    JobSpec,
+    SpecError,
+    is_local_uri,
+    local_input_problems,
+    local_path,
+    parse_spec_text,
+    read_spec,
+    read_spec_text,
+)
 from service.client.bundling import self_contained
 from service.client.ci_env import ci_idempotency_key
 from service.client.client import LinguDistillClient, file_sha256, job_body, path_inside
@@ -27,6 +36,7 @@ from service.client.models import ApiConnectionError, ApiError, LinguDistillErro
 from service.datasets.schemas import DatasetOut
 from service.jobs.schemas import EventOut, JobOut
 from service.lifecycle import JobStatus
+from service.sweeps.schemas import SweepOut
 
 EXIT_PASSED, EXIT_GATE_FAILED, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2, 3
 EXIT_CODES_HELP = """\b
@@ -484,6 +494,11 @@ def junit_xml(job: JobOut, report: Report | None) -> bytes:
             if not gate.passed:
                 message = f"{gate.name}: value {_num(gate.value)} vs threshold {_num(gate.threshold)}"
                 ET.SubElement(case, "failure", message=message, type="gate").text = gate.note or ""
+    return junit_document(suite)
+
+
+def junit_document(suite: ET.Element) -> bytes:
+    """The <testsuites> document around `suite`, with its counts."""
     cases = suite.findall("testcase")
     suite.set("tests", str(len(cases)))
     suite.set("failures", str(sum(1 for c in cases if c.find("failure") is not None)))
@@ -646,3 +661,184 @@ def jobs_download(
         else:
             api.download_model(job_id, Path(dest))
             err(f"downloaded the repaired model of job {job_id} to {dest} (sha256 verified)")
+
+
+# --- sweeps --------------------------------------------------------------------------------------------------------
+SWEEP_EXIT_CODES_HELP = """\b
+Exit codes (as submit's, for the sweep's best arm):
+  0  the sweep chose a best arm and every gate of it passed (min_lift counted on its lift over the control)
+  1  the sweep chose a best arm but one of its gates failed
+  2  no arm succeeded, the sweep was cancelled, or its control arm failed
+  3  usage, auth or connection error, or --timeout ran out (no verdict)"""
+
+
+@click.group(cls=CiGroup, epilog=SWEEP_EXIT_CODES_HELP)
+def sweep() -> None:
+    """Submit a sweep (a grid of arms over one base spec, each an ordinary job) and follow it."""
+
+
+@sweep.command("submit", epilog=SWEEP_EXIT_CODES_HELP)
+@click.argument("sweep_path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--wait", is_flag=True, help="Wait until every arm has ended and exit with the best arm's verdict.")
+@click.option(
+    "--idempotency-key",
+    help="Submitting again with the same key (and file) returns the first sweep; default in CI: derived from the "
+    "CI run and job, as for submit.",
+)
+@click.option(
+    "--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML: a test per arm and per gate."
+)
+@click.option("--download", "download_dir", type=click.Path(file_okay=False), help="Fetch the best arm's model.")
+@click.option("--poll-interval", default=5.0, show_default=True, help="Seconds between status polls.")
+@click.option("--timeout", "timeout_s", type=float, help="Give up waiting after this many seconds (exit 3).")
+@connection_options
+@exits_3_on_errors
+def sweep_submit(
+    sweep_path: str,
+    wait: bool,
+    idempotency_key: str | None,
+    junit_path: str | None,
+    download_dir: str | None,
+    poll_interval: float,
+    timeout_s: float | None,
+    server: str,
+    api_key: str | None,
+) -> None:
+    """Submit the sweep in FILE (YAML or JSON: base, grid, and optionally name, sampling, control, select) and,
+    with --wait, exit with the verdict of its best arm.
+
+    `base` is a job spec inline, or the path of a spec file (relative to FILE). Local data files are uploaded as
+    for submit. The sweep id is printed on stdout. --junit and --download imply --wait.
+    """
+    body = read_sweep_file(Path(sweep_path))
+    with make_client(server, api_key) as api:
+        base = JobSpec.model_validate(body["base"])
+        check_local_inputs(base, api.base_url)
+        body["base"] = job_body(upload_local_files(api, base))
+        ci = ci_idempotency_key(body) if idempotency_key is None else None
+        submission = api.submit_sweep(body, idempotency_key=idempotency_key or (ci.key if ci else None))
+        result = submission.sweep
+        replayed = " (already submitted with this idempotency key)" if submission.replayed else ""
+        err(f"submitted sweep {result.id} ({result.name}, {len(result.arms)} arms){replayed} to {api.base_url}")
+        click.echo(result.id)
+        if not (wait or junit_path or download_dir):
+            return
+        result = wait_for_sweep(api, result.id, poll_interval, timeout_s)
+        sys.exit(conclude_sweep(api, result, junit_path, download_dir))
+
+
+def read_sweep_file(path: Path) -> dict[str, Any]:
+    """The sweep request in `path`, its base spec inline or read from the file it names, relative local URIs made
+    absolute against their file's folder (as for a spec)."""
+    data = parse_spec_text(read_spec_text(path), str(path))
+    if "base" not in data:
+        raise SpecError(f"{path}: a sweep file needs a `base` spec (inline, or the path of a spec file)")
+    if isinstance(data["base"], str):
+        base = read_spec(path.parent / data["base"])
+    else:
+        spec = JobSpec.model_validate(data["base"])
+        folder = path.parent.resolve()
+        base = spec.with_uris(
+            {f.path: str(local_path(f.uri, folder)) for f in spec.uri_fields() if is_local_uri(f.uri)}
+        )
+    return {**data, "base": job_body(base)}
+
+
+def wait_for_sweep(api: LinguDistillClient, sweep_id: str, poll_interval: float, timeout_s: float | None) -> SweepOut:
+    seen: dict[str, str] = {}
+
+    def show(current: SweepOut) -> None:
+        for arm in current.arms:
+            if seen.get(arm.job_id) != arm.status.value:
+                seen[arm.job_id] = arm.status.value
+                step = f" step {arm.progress.step}/{arm.progress.total_steps}" if arm.progress.step else ""
+                err(f"{current.id} arm {arm.label} ({arm.job_id}): {arm.status.value}{step}")
+
+    try:
+        return api.wait_sweep(sweep_id, on_progress=show, poll_interval_s=poll_interval, timeout_s=timeout_s)
+    except TimeoutError:
+        raise LinguDistillError(
+            f"timed out after {timeout_s:g} s waiting for sweep {sweep_id}, whose arms keep running; "
+            f"`lingudistill sweep status {sweep_id}` shows it"
+        ) from None
+
+
+def sweep_verdict_code(result: SweepOut) -> int:
+    control = next((arm for arm in result.arms if arm.is_control), None)
+    if result.status != "succeeded" or (control is not None and control.status is not JobStatus.succeeded):
+        return EXIT_JOB_FAILED
+    return EXIT_PASSED if result.passed is not False else EXIT_GATE_FAILED
+
+
+def conclude_sweep(api: LinguDistillClient, result: SweepOut, junit_path: str | None, download_dir: str | None) -> int:
+    code = sweep_verdict_code(result)
+    metrics = {arm.job_id: arm.metric for arm in result.arms}
+    for arm in result.arms:
+        mark = " <- best" if arm.job_id == result.best_job_id else (" (control)" if arm.is_control else "")
+        err(f"  {arm.label}: {arm.status.value}, {result.select.metric} {_num(metrics[arm.job_id])}{mark}")
+    if result.lift is not None and result.lift.error:
+        err(f"  lift over the control: n/a ({result.lift.error})")
+    elif result.lift is not None:
+        intervals = [result.lift.mean_recovery] if result.lift.mean_recovery else []
+        for row in intervals + result.lift.suites:
+            interval = f"[{_num(row.low)}, {_num(row.high)}]" if row.low is not None else f"n/a ({row.note})"
+            err(f"  lift over the control, {row.name}: {_num(row.estimate)} {interval}")
+    for gate in result.gates or []:
+        err(
+            f"  gate {gate.name}: {'pass' if gate.passed else 'FAIL'} (value {_num(gate.value)}, "
+            f"threshold {_num(gate.threshold)})"
+        )
+    verdict = {EXIT_PASSED: "PASSED", EXIT_GATE_FAILED: "FAILED (gate)", EXIT_JOB_FAILED: "FAILED (job)"}[code]
+    err(
+        f"sweep {result.id} {result.status}; best arm: {result.best_arm or 'none'}; verdict: {verdict}",
+        fg="green" if code == EXIT_PASSED else "red",
+        bold=True,
+    )
+    if junit_path:
+        Path(junit_path).write_bytes(sweep_junit_xml(result))
+        err(f"junit: {junit_path}")
+    if download_dir and result.best_job_id:
+        api.download_model(result.best_job_id, Path(download_dir))
+        err(f"downloaded the best arm's model ({result.best_job_id}) to {download_dir} (sha256 verified)")
+    return code
+
+
+def sweep_junit_xml(result: SweepOut) -> bytes:
+    """One testcase per arm (an arm that did not succeed is a <failure>) and one per gate of the best arm."""
+    suite = ET.Element("testsuite", name=f"lingudistill.sweep.{result.name}", timestamp=result.created_at.isoformat())
+    properties = ET.SubElement(suite, "properties")
+    for name, value in (("sweep_id", result.id), ("status", result.status), ("best_arm", result.best_arm or "")):
+        ET.SubElement(properties, "property", name=name, value=value)
+    for arm in result.arms:
+        case = ET.SubElement(suite, "testcase", classname=f"lingudistill.sweep.{result.name}.arms", name=arm.label)
+        case.set("time", "0")
+        if arm.status is not JobStatus.succeeded:
+            reason = arm.failure_reason.value if arm.failure_reason else ""
+            ET.SubElement(case, "failure", message=f"arm {arm.status.value}: {reason}", type=arm.status.value)
+    for gate in result.gates or []:
+        case = ET.SubElement(suite, "testcase", classname=f"lingudistill.sweep.{result.name}.gates", name=gate.name)
+        case.set("time", "0")
+        if not gate.passed:
+            message = f"{gate.name}: value {_num(gate.value)} vs threshold {_num(gate.threshold)}"
+            ET.SubElement(case, "failure", message=message, type="gate").text = gate.note or ""
+    return junit_document(suite)
+
+
+@sweep.command("status")
+@click.argument("sweep_id")
+@connection_options
+@exits_3_on_errors
+def sweep_status(sweep_id: str, server: str, api_key: str | None) -> None:
+    """The sweep, with its arms, best arm and lift, as JSON."""
+    with make_client(server, api_key) as api:
+        click.echo(api.get_sweep(sweep_id).model_dump_json(indent=2))
+
+
+@sweep.command("cancel")
+@click.argument("sweep_id")
+@connection_options
+@exits_3_on_errors
+def sweep_cancel(sweep_id: str, server: str, api_key: str | None) -> None:
+    """Cancel every arm of the sweep that has not finished."""
+    with make_client(server, api_key) as api:
+        click.echo(f"{sweep_id} {api.cancel_sweep(sweep_id).status}")

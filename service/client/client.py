@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -43,9 +43,11 @@ from service.jobs.schemas import (
     ModelOut,
 )
 from service.lifecycle import JobStatus
+from service.sweeps.schemas import SweepOut, SweepPage, SweepReport
 from service.webhooks.schemas import DeliveryPage, WebhookCreate, WebhookCreated, WebhookOut, WebhookPage
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 503})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 CHUNK = 1 << 20
@@ -279,6 +281,44 @@ class LinguDistillClient:
         """One stored report file (report.md, report.json, plots), as rendered by the worker."""
         return self._request("GET", f"/v1/jobs/{job_id}/report/files/{name}").content
 
+    # --- sweeps -----------------------------------------------------------------------------------------------------
+    def submit_sweep(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> SweepSubmission:
+        """POST /v1/sweeps (a SweepIn as JSON); the Idempotency-Key makes a retried call return the same sweep."""
+        headers = {"Idempotency-Key": idempotency_key or f"ldc-{uuid.uuid4()}"}
+        response = self._request("POST", "/v1/sweeps", json=body, headers=headers)
+        replayed = response.headers.get("Idempotent-Replayed", "").lower() == "true"
+        return SweepSubmission(SweepOut.model_validate(response.json()), replayed)
+
+    def get_sweep(self, sweep_id: str) -> SweepOut:
+        return SweepOut.model_validate(self._get(f"/v1/sweeps/{sweep_id}"))
+
+    def list_sweeps(self, *, limit: int = 20, after: str | None = None) -> SweepPage:
+        return SweepPage.model_validate(self._get("/v1/sweeps", _clean({"limit": limit, "after": after})))
+
+    def cancel_sweep(self, sweep_id: str) -> SweepOut:
+        return SweepOut.model_validate(self._request("POST", f"/v1/sweeps/{sweep_id}/cancel").json())
+
+    def get_sweep_report(self, sweep_id: str) -> SweepReport:
+        return SweepReport.model_validate(self._get(f"/v1/sweeps/{sweep_id}/report"))
+
+    def wait_sweep(
+        self,
+        sweep_id: str,
+        *,
+        on_progress: Callable[[SweepOut], None] | None = None,
+        poll_interval_s: float = 2.0,
+        timeout_s: float | None = None,
+    ) -> SweepOut:
+        """Poll until the sweep has ended (every arm final, the best arm chosen). TimeoutError after `timeout_s`."""
+        return self._poll(
+            lambda: self.get_sweep(sweep_id),
+            lambda sweep: sweep.status != "running",
+            lambda sweep: f"sweep {sweep_id} is still running after {timeout_s} s",
+            on_progress,
+            poll_interval_s,
+            timeout_s,
+        )
+
     # --- following a job -------------------------------------------------------------------------------------------
     def stream_events(
         self, job_id: str, *, after: int | None = None, read_timeout_s: float = 60.0
@@ -334,15 +374,34 @@ class LinguDistillClient:
     ) -> JobOut:
         """Poll until the job is final (a paused job is not: the wait goes on until it is resumed and ends);
         `on_progress(job)` sees every poll. TimeoutError after `timeout_s`."""
+        return self._poll(
+            lambda: self.get_job(job_id),
+            lambda job: job.status.is_final,
+            lambda job: f"job {job_id} is still {job.status.value} after {timeout_s} s",
+            on_progress,
+            poll_interval_s,
+            timeout_s,
+        )
+
+    def _poll(
+        self,
+        fetch: Callable[[], T],
+        done: Callable[[T], bool],
+        still: Callable[[T], str],
+        on_progress: Callable[[T], None] | None,
+        poll_interval_s: float,
+        timeout_s: float | None,
+    ) -> T:
+        """`fetch()` every `poll_interval_s` until `done`; TimeoutError with `still(last)` after `timeout_s`."""
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
         while True:
-            job = self.get_job(job_id)
+            current = fetch()
             if on_progress is not None:
-                on_progress(job)
-            if job.status.is_final:
-                return job
+                on_progress(current)
+            if done(current):
+                return current
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} is still {job.status.value} after {timeout_s} s")
+                raise TimeoutError(still(current))
             self._sleep(poll_interval_s)
 
     # --- downloads -------------------------------------------------------------------------------------------------
@@ -477,6 +536,12 @@ class LinguDistillClient:
     ) -> DeliveryPage:
         params = _clean({"limit": limit, "after": after, "status": status})
         return DeliveryPage.model_validate(self._get(f"/v1/webhooks/{webhook_id}/deliveries", params))
+
+
+@dataclass(frozen=True)
+class SweepSubmission:
+    sweep: SweepOut
+    replayed: bool
 
 
 @dataclass(frozen=True)

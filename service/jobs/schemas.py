@@ -81,6 +81,8 @@ class JobOut(BaseModel):
     updated_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    sweep_id: str | None = Field(None, description="The sweep this job is an arm of (GET /v1/sweeps/{id}).")
+    sweep_arm: str | None = Field(None, description="Its arm's label in the sweep, e.g. 'method.kd_weight=0.5'.")
     links: JobLinks
 
 

@@ -299,6 +299,8 @@ def job_view(job: Job, queue_info: QueueInfo | None = None, *, with_spec: bool =
         updated_at=job.updated_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        sweep_id=job.sweep_id,
+        sweep_arm=job.sweep_arm,
         links=job_links(job.id),
     )
 

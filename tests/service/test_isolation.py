@@ -20,11 +20,12 @@ ADMIN_ONLY = {("POST", "/v1/keys/{key_id}/revoke")}
 @pytest.fixture
 def owned(client, spec_body, sessions, storage):
     """Tenant acme's job (with a complete checkpoint, metrics, events, report and a report file), dataset, webhook
-    endpoint and a second API key (not the one `client` calls with)."""
+    endpoint, sweep and a second API key (not the one `client` calls with)."""
     job = client.post("/v1/jobs", json=spec_body()).json()
     dataset = client.post("/v1/datasets", params={"name": "d"}, content=b'{"prompt": "a", "response": "b"}\n').json()
     # a public address literal: the sandbox has no DNS, and the SSRF policy refuses private ones
     webhook = client.post("/v1/webhooks", json={"url": "https://93.184.215.14/hook"}).json()
+    sweep = client.post("/v1/sweeps", json={"base": spec_body("swept"), "grid": {"method.kd_weight": [1]}}).json()
     data = b"weights"
     storage.put_stream(f"ckpt/{job['id']}/10/model.bin", [data])
     storage.put_stream(f"jobs/{job['id']}/artifacts/report.md", [b"# report"])
@@ -51,6 +52,8 @@ def owned(client, spec_body, sessions, storage):
         "dataset_id": dataset["id"],
         "file_id": dataset["id"],  # the OpenAI-compatible facade's name for a dataset
         "webhook_id": webhook["id"],
+        "sweep_id": sweep["id"],
+        "plot": "loss.svg",
         "key_id": key_id,
         "step": "10",
         "path": "model.bin",
@@ -109,5 +112,7 @@ def test_lists_show_only_the_tenants_own_objects(make_client, new_key, owned, cl
     intruder, admin = make_client(new_key("intruder")), make_client(new_key("ops", admin=True))
     assert intruder.get("/v1/jobs").json()["items"] == []
     assert intruder.get("/v1/datasets").json()["items"] == []
+    assert intruder.get("/v1/sweeps").json()["items"] == []
+    assert owned["sweep_id"] in [s["id"] for s in admin.get("/v1/sweeps").json()["items"]]
     assert owned["job_id"] in [j["id"] for j in admin.get("/v1/jobs").json()["items"]]
     assert owned["dataset_id"] in [d["id"] for d in admin.get("/v1/datasets").json()["items"]]

@@ -1,4 +1,4 @@
-// The hash router: #/login, #/jobs, #/jobs/{id}, #/new, #/datasets, #/compare. Each page is
+// The hash router: #/login, #/jobs, #/jobs/{id}, #/new, #/datasets, #/compare, #/sweeps, #/sweeps/{id}. Each page is
 // `render(main, params) -> cleanup?`; the cleanup stops its streams and timers when the user leaves.
 
 import { api, ApiError, session } from "./api.js";
@@ -8,6 +8,7 @@ import { renderDatasets } from "./pages/datasets.js";
 import { renderJob } from "./pages/job.js";
 import { renderJobs } from "./pages/jobs.js";
 import { renderNewJob } from "./pages/newjob.js";
+import { renderSweep, renderSweeps } from "./pages/sweeps.js";
 
 const ROUTES = [
   [/^\/jobs\/([^/?]+)$/, "jobs", renderJob],
@@ -15,6 +16,8 @@ const ROUTES = [
   [/^\/new$/, "new", renderNewJob],
   [/^\/datasets$/, "datasets", renderDatasets],
   [/^\/compare$/, "compare", renderCompare],
+  [/^\/sweeps\/([^/?]+)$/, "sweeps", renderSweep],
+  [/^\/sweeps$/, "sweeps", renderSweeps],
 ];
 
 let cleanup = null;

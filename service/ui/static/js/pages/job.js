@@ -68,6 +68,7 @@ export async function renderJob(main, jobId) {
       statusBadge(job.status),
       h("span", { class: "muted" }, ` attempt ${job.attempt} of ${job.max_attempts} · queue ${job.queue} · created `),
       timeCell(job.created_at),
+      job.sweep_id ? h("span", { class: "muted", id: "job-sweep" }, " · arm ", h("code", {}, job.sweep_arm), " of ", h("a", { href: `#/sweeps/${job.sweep_id}` }, "its sweep")) : null,
       job.failure_message ? h("p", { class: "alert error small" }, `${job.failure_reason || "failed"}: ${job.failure_message}`) : null,
     );
     const cancellable = !FINAL.has(job.status) && job.status !== "cancelling";
