@@ -93,7 +93,7 @@ class MixtureSampler:
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"unsupported mixture sampler state version {state.get('version')!r}")
         if "pool" in state:
-            raise ValueError("the sampler state was saved with group_by_length; the spec now turns it off")
+            raise ValueError("the sampler state was saved with group_by_length 'pool'; the spec now asks another mode")
         if state["seed"] != self.seed:
             raise ValueError(f"the sampler state has seed {state['seed']}, this sampler {self.seed}")
         sizes = {name: source["size"] for name, source in state["sources"].items()}
