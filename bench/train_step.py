@@ -187,7 +187,9 @@ def measure_interleaved(folder: Path, preset_name: str, device: str, pairs: int,
 
 
 def _keep_batch_shapes(recipe) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]
-    """Per step, the real tokens (attention mask ones) and the padded P and R of the batches `recipe` draws."""
+    """Per step, the real tokens (attention mask ones) and the padded P and R of the batches `recipe` draws. The
+    step's record does not carry the batch's shape, and drawing a batch again would move the sampler on, so the
+    draw itself is wrapped."""
     shapes: dict[str, list[int]] = {"tokens": [], "P": [], "R": []}
     draw = recipe._micro_batches
 
