@@ -198,8 +198,10 @@ class EvaluationSpec(StrictModel):
     control: bool = Field(
         False,
         description="Also run the same job with kd_sources: none (same data order, steps, seed and evaluation) as "
-        "a sibling, and report the lift over it. Until the service runs the sibling, the field is accepted and "
-        "`lingudistill compare METHOD_DIR CONTROL_DIR` computes the lift of two finished runs.",
+        "a sibling control job, and report the lift over it (the report's `control` and `lift`; gates.min_lift "
+        "counts). The service submits the control with the job and finishes the job once both arms are done; "
+        "`lingudistill compare METHOD_DIR CONTROL_DIR` computes the same lift of two finished local runs. Needs a "
+        "language suite (or harness task), KD on (kd_sources not none) and ce_weight > 0 (the control's only loss).",
     )
 
     @model_validator(mode="after")
@@ -281,6 +283,20 @@ class JobSpec(StrictModel):
     def _selective_needs_a_distill_source(self) -> JobSpec:
         if self.method.kd_sources == "selective" and not any(s.distill for s in self.mixture):
             raise ValueError("kd_sources is 'selective' but no mixture source has distill: true")
+        return self
+
+    @model_validator(mode="after")
+    def _control_is_possible(self) -> JobSpec:
+        """The control arm is this job with kd_sources none: it must differ (KD on here), train (CE on) and be
+        compared on something (the lift is of the language suites' scores)."""
+        if not self.evaluation.control:
+            return self
+        if self.method.kd_sources == "none":
+            raise ValueError("evaluation.control compares KD with no KD, but this job already has kd_sources none")
+        if self.method.ce_weight == 0:
+            raise ValueError("evaluation.control needs ce_weight > 0: the control arm trains on cross-entropy alone")
+        if not self.evaluation.language_suite_names():
+            raise ValueError("evaluation.control needs a language suite or harness task: the lift is measured there")
         return self
 
     def resolved(self) -> JobSpec:

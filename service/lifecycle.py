@@ -7,6 +7,8 @@ fastapi.
     queued -> validating -> running -> evaluating -> succeeded
     any non-final -> cancelling -> cancelled;  any non-final -> failed (with a FailureReason)
     failed/cancelled --retry--> queued (a new attempt, resuming from the last complete checkpoint)
+    a job with a control arm (evaluation.control): evaluating -> comparing -> succeeded | failed | cancelled;
+        it waits there, holding no worker, until its control job is final (service.jobs.control)
 
     validating/running --pause--> pausing -> paused --resume--> queued (resuming from the pause's checkpoint)
     queued --pause--> paused (held at once: never dispatched while paused)
@@ -29,8 +31,9 @@ from typing import Any
 class JobStatus(StrEnum):
     """A job's status: queued -> validating -> running -> evaluating -> succeeded; any other status may go to
     cancelling -> cancelled or to failed; a retry re-queues a failed or cancelled job; a pause stops a job at a
-    checkpoint (pausing -> paused, the GPU freed) and a resume re-queues it. `x-final`: the statuses in which the job
-    has finished; `x-actions`: the statuses each user action (pause, resume) accepts."""
+    checkpoint (pausing -> paused, the GPU freed) and a resume re-queues it. A job with a control arm waits in
+    comparing (no worker held) from its evaluation until its control is final and the lift is reported. `x-final`:
+    the statuses in which the job has finished; `x-actions`: the statuses each user action (pause, resume) accepts."""
 
     # in the order a job meets them: the OpenAPI enum, and so the web UI's status list, keeps this order
 
@@ -38,6 +41,7 @@ class JobStatus(StrEnum):
     validating = "validating"
     running = "running"
     evaluating = "evaluating"
+    comparing = "comparing"  # trained and evaluated; waits for its control arm, then reports the lift
     pausing = "pausing"
     paused = "paused"
     cancelling = "cancelling"
@@ -71,6 +75,9 @@ S = JobStatus
 FINAL_STATUSES = frozenset({S.succeeded, S.failed, S.cancelled})
 ACTIVE_STATUSES = frozenset({S.validating, S.running, S.evaluating})  # a worker holds the lease
 LEASED_STATUSES = ACTIVE_STATUSES | {S.cancelling, S.pausing}  # ... also while it stops the job
+# Not final, yet no worker holds the job, nothing heartbeats and it is not counted against the tenant's limit: a
+# job with a control arm waiting for it (its control, queued or running, counts instead).
+WAITING_STATUSES = frozenset({S.comparing})
 NOT_FINAL_STATUSES = frozenset(S) - FINAL_STATUSES
 # The statuses from which a user's pause and resume act (their routes: 409 from any other, except that pausing a
 # pausing or paused job answers it unchanged).
@@ -83,7 +90,8 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.queued: frozenset({S.validating, S.cancelled, S.failed, S.paused}),
     S.validating: frozenset({S.running, S.cancelling, S.failed, S.queued, S.pausing}),
     S.running: frozenset({S.evaluating, S.succeeded, S.cancelling, S.failed, S.queued, S.pausing}),
-    S.evaluating: frozenset({S.succeeded, S.cancelling, S.failed, S.queued}),
+    S.evaluating: frozenset({S.succeeded, S.comparing, S.cancelling, S.failed, S.queued}),
+    S.comparing: frozenset({S.succeeded, S.failed, S.cancelled}),  # no worker to stop: a cancel ends it at once
     S.pausing: frozenset({S.paused, S.cancelling, S.failed, S.evaluating}),
     S.paused: frozenset({S.queued, S.cancelled}),
     S.cancelling: frozenset({S.cancelled, S.failed}),

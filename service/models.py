@@ -123,6 +123,10 @@ class Job(Base):
     failure_message: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     resume_checkpoint_step: Mapped[int | None] = mapped_column(Integer)
+    # evaluation.control: the method job names its control arm, the control names its method (no foreign key: the
+    # pair is created together and belongs to one tenant)
+    control_job_id: Mapped[str | None] = mapped_column(String(40), comment="This job's control arm.")
+    control_of: Mapped[str | None] = mapped_column(String(40), comment="The job this one is the control arm of.")
     # Loaded only when read (the report route): list pages and job views never carry it.
     report: Mapped[dict[str, Any] | None] = mapped_column(deferred=True)
     sweep_id: Mapped[str | None] = mapped_column(

@@ -52,7 +52,7 @@ from lingudistill.spec import EvalSuite, JobSpec, MixtureSource
 from service.datasets.repository import get_dataset_by_id
 from service.db import session_scope
 from service.dispatch import Wakeup
-from service.jobs import repository
+from service.jobs import control, repository
 from service.jobs.repository import ClaimedJob
 from service.models import Checkpoint, Dataset, FailureReason, JobStatus
 from service.storage import copy_to_file
@@ -79,6 +79,7 @@ class Outcome(StrEnum):
     cancelled = "cancelled"
     paused = "paused"  # stopped at a checkpoint on request; a resume re-queues it
     requeued = "requeued"  # an infrastructure failure with attempts left
+    comparing = "comparing"  # trained and evaluated; its control arm concludes it (service.jobs.control)
     fenced_out = "fenced_out"  # this attempt lost its lease; another one owns the job
 
 
@@ -98,9 +99,20 @@ def run(job_id: str, rt: Runtime) -> Outcome:
         return Outcome.skipped
     try:
         with multigpu.take_gpus(rt, claim.spec.resources.gpus) as gpu:  # [multi-GPU] N ids for N > 1
-            return Attempt(rt, claim, gpu).run()
+            outcome = Attempt(rt, claim, gpu).run()
     except multigpu.NotEnoughGpus as exc:  # [multi-GPU] raised before the attempt starts
-        return Attempt(rt, claim, None)._retry_or_fail(str(exc))
+        outcome = Attempt(rt, claim, None)._retry_or_fail(str(exc))
+    settle_pair(rt, job_id)
+    return outcome
+
+
+def settle_pair(rt: Runtime, job_id: str) -> None:
+    """After either arm of a job with a control ends, conclude the pair if the other arm is done too. Never holds
+    the worker: a failure here (storage away) leaves the method comparing, and the sweeper concludes it later."""
+    try:
+        control.settle(rt.sessions, rt.storage, job_id)
+    except Exception:
+        log.exception("job %s: could not conclude the comparison with the control arm; the sweeper retries", job_id)
 
 
 def launcher_for(spec: JobSpec) -> Launcher:
@@ -481,13 +493,15 @@ class Attempt:
     def _succeeded(self, done: Done) -> Outcome:
         if self.status in (S.running, S.pausing):  # pausing: training ended before the pause landed
             self._move(S.evaluating)
+        if self.claim.control_job_id is not None:  # not succeeded before the lift over the control exists
+            return self._finish(S.comparing, step=done.steps)
         return self._finish(S.succeeded, report=done.report, step=done.steps)
 
     def _fail(self, reason: FailureReason, message: str) -> Outcome:
         return self._finish(S.failed, failure_reason=reason, failure_message=message[:4000])
 
     def _finish(self, target: JobStatus, **fields: Any) -> Outcome:
-        """Move to a final status; a cancel that arrived meanwhile wins over success or failure."""
+        """Move to a final status (or comparing); a cancel that arrived meanwhile wins over success or failure."""
 
         def write() -> Outcome:
             with session_scope(self.rt.sessions) as session:

@@ -5,6 +5,8 @@
     lost wake-ups      a queued job unclaimed for unsent_after_s whose message the broker no longer holds (the API
                        crashed between its commit and its send, or Redis lost its queue): send it again, once
     held jobs          a tenant under its active-job limit again: dispatch its most urgent held jobs
+    comparisons        a job still comparing next to its final control arm (the arm that ended last could not
+                       conclude it): conclude it (service.jobs.control)
     expired keys       hourly, Idempotency-Key rows older than their retention are deleted
 Every worker sweeps; the row-level conditions make concurrent sweeps safe (one of them re-sends a lost wake-up), and
 a duplicate wake-up is harmless.
@@ -25,7 +27,7 @@ from datetime import timedelta
 from service.db import session_scope
 from service.dispatch import Wakeup
 from service.idempotency.service import prune_expired
-from service.jobs import repository
+from service.jobs import control, repository
 from service.lifecycle import JobStatus
 from service.models import utcnow
 from worker.runtime import Runtime, get_runtime
@@ -42,10 +44,13 @@ class SweepResult:
     requeued: int
     unsent: int
     released: int
+    concluded: int = 0
 
 
 def sweep_once(rt: Runtime, *, judge_leases: bool = True) -> SweepResult:
-    return SweepResult(requeue_expired(rt) if judge_leases else 0, resend_lost(rt), release_held(rt))
+    requeued = requeue_expired(rt) if judge_leases else 0
+    unsent, released = resend_lost(rt), release_held(rt)
+    return SweepResult(requeued, unsent, released, control.settle_stranded(rt.sessions, rt.storage))
 
 
 def requeue_expired(rt: Runtime) -> int:
@@ -109,7 +114,7 @@ class Sweeper:
     def _loop(self) -> None:
         while not self.stopped.wait(self.rt.worker.sweep_interval_s):
             result = self.sweep(time.monotonic())
-            if result is not None and (result.requeued or result.unsent or result.released):
+            if result is not None and (result.requeued or result.unsent or result.released or result.concluded):
                 log.info("sweeper: %s", result)
 
     def sweep(self, now: float) -> SweepResult | None:

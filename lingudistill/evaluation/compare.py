@@ -71,6 +71,26 @@ def control_differences(method: JobSpec, control: JobSpec) -> list[str]:
     return problems
 
 
+CONTROL_SUFFIX = "-control"
+
+
+def control_spec(method: JobSpec) -> JobSpec:
+    """The control arm of a resolved `method` spec: the same job without distillation (kd_sources none), so
+    `control_differences(method, control_spec(method))` is empty. It keeps the seed, and so the data order; a spec
+    without a seed has none to share, so the method's must be resolved first."""
+    if method.training.seed is None:
+        raise ValueError("the method spec is not resolved: its control must share its generated seed")
+    name = method.name[: 100 - len(CONTROL_SUFFIX)] + CONTROL_SUFFIX
+    return JobSpec.model_validate(
+        method.model_dump(mode="json")
+        | {
+            "name": name,
+            "method": method.method.model_dump(mode="json") | {"kd_sources": "none"},
+            "evaluation": method.evaluation.model_dump(mode="json") | {"control": False},
+        }
+    )
+
+
 def compare_runs(method_dir: Path, control_dir: Path, *, n_resamples: int = DEFAULT_RESAMPLES) -> Report:
     """The method's report with the control's `control` and `lift` sections; CompareError or lift.ItemMismatch
     when the runs cannot be compared."""

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, aliased, defer
 
 from lingudistill.checkpoint import checkpoint_name
 from lingudistill.spec import JobSpec
@@ -25,6 +25,7 @@ from service.lifecycle import (
     FINAL_STATUSES,
     LEASED_STATUSES,
     NOT_FINAL_STATUSES,
+    WAITING_STATUSES,
     FailureReason,
     JobStatus,
     predecessors,
@@ -34,6 +35,8 @@ from service.pagination import Page, newest_first, page_of
 
 S = JobStatus
 _NOT_FINAL = [s.value for s in NOT_FINAL_STATUSES]
+_COUNTED = [s.value for s in NOT_FINAL_STATUSES - WAITING_STATUSES]  # against the tenant's active-job limit
+_UNLEASED = [S.queued, S.paused, *WAITING_STATUSES]  # not final, and no worker to stop: a cancel ends them at once
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,9 @@ def lock_tenant(session: Session, tenant_id: str) -> None:
 
 
 def count_active_dispatched(session: Session, tenant_id: str, cap: int | None = None) -> int:
-    """Jobs counted against the tenant limit: dispatched and not final (counting stops at `cap`)."""
-    rows = select(Job.id).where(Job.tenant_id == tenant_id, Job.status.in_(_NOT_FINAL), Job.dispatched_at.is_not(None))
+    """Jobs counted against the tenant limit: dispatched and neither final nor waiting (a job waiting for its
+    control arm holds no worker; the control counts) (counting stops at `cap`)."""
+    rows = select(Job.id).where(Job.tenant_id == tenant_id, Job.status.in_(_COUNTED), Job.dispatched_at.is_not(None))
     if cap is not None:
         rows = rows.limit(cap)
     return session.scalar(select(func.count()).select_from(rows.subquery())) or 0
@@ -152,7 +156,8 @@ def get_complete_checkpoint(session: Session, job_id: str, step: int) -> Checkpo
 
 
 def cancel_queued(session: Session, job_id: str) -> bool:
-    """queued or paused (no worker holds it) -> cancelled at once, unless a worker claimed it meanwhile."""
+    """queued, paused or waiting for its control arm (no worker holds it) -> cancelled at once, unless a worker
+    claimed it meanwhile."""
     now = utcnow()
     values = {
         "status": S.cancelled,
@@ -161,7 +166,7 @@ def cancel_queued(session: Session, job_id: str) -> bool:
         "failure_reason": FailureReason.cancelled,
         "held_reason": None,
     }
-    return _update(session, [Job.id == job_id, Job.status.in_([S.queued, S.paused])], values)
+    return _update(session, [Job.id == job_id, Job.status.in_(_UNLEASED)], values)
 
 
 def request_cancel(session: Session, job_id: str) -> bool:
@@ -272,6 +277,7 @@ class ClaimedJob:
     spec: JobSpec
     resume_checkpoint_step: int | None
     lease_expires_at: datetime
+    control_job_id: str | None = None  # evaluation.control: the run ends in comparing, not succeeded
 
 
 @dataclass(frozen=True)
@@ -326,16 +332,15 @@ def claim_job(session: Session, job_id: str, worker_id: str, lease_s: float) -> 
             started_at=now,
             held_reason=None,
         )
-        .returning(Job.attempt, Job.tenant_id, Job.spec, Job.resume_checkpoint_step)
+        .returning(Job.attempt, Job.tenant_id, Job.spec, Job.resume_checkpoint_step, Job.control_job_id)
         .execution_options(synchronize_session=False)
     )
     row = session.execute(stmt).one_or_none()
     if row is None:
         return None
     append_event(session, job_id, row.attempt, "status", {"status": S.validating.value, "worker": worker_id})
-    return ClaimedJob(
-        job_id, row.tenant_id, row.attempt, JobSpec.model_validate(row.spec), row.resume_checkpoint_step, expires
-    )
+    spec = JobSpec.model_validate(row.spec)
+    return ClaimedJob(job_id, row.tenant_id, row.attempt, spec, row.resume_checkpoint_step, expires, row.control_job_id)
 
 
 def renew_lease(session: Session, job_id: str, attempt: int, worker_id: str, lease_s: float) -> bool:
@@ -358,8 +363,8 @@ _TRANSITION_FIELDS = {"failure_reason", "failure_message", "step", "total_steps"
 def transition(session: Session, job_id: str, attempt: int, to_status: JobStatus, **fields: Any) -> bool:
     """Move the job to `to_status` if the move is allowed and `attempt` is current; also logs a status event.
 
-    A final status releases the lease and sets finished_at. Extra fields: failure_reason, failure_message,
-    step, total_steps, report, resume_checkpoint_step.
+    A final status releases the lease and sets finished_at; a waiting one (comparing) releases the lease. Extra
+    fields: failure_reason, failure_message, step, total_steps, report, resume_checkpoint_step.
     """
     unknown = set(fields) - _TRANSITION_FIELDS
     if unknown:
@@ -367,6 +372,8 @@ def transition(session: Session, job_id: str, attempt: int, to_status: JobStatus
     values: dict[str, Any] = {"status": to_status, **fields}
     if to_status in FINAL_STATUSES:
         values.update(finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
+    elif to_status in WAITING_STATUSES:
+        values.update(lease_owner=None, lease_expires_at=None)
     allowed_from = list(predecessors(to_status))
     if not _update(session, [Job.id == job_id, Job.attempt == attempt, Job.status.in_(allowed_from)], values):
         return False
@@ -474,6 +481,67 @@ def record_checkpoint(
 
 def set_report(session: Session, job_id: str, attempt: int, report: dict[str, Any]) -> bool:
     return _update(session, [Job.id == job_id, Job.attempt == attempt], {"report": report})
+
+
+# --- a job and its control arm (evaluation.control; service.jobs.control) --------------------------------------
+
+
+@dataclass(frozen=True)
+class ArmState:
+    job_id: str
+    status: JobStatus
+    attempt: int
+    failure_reason: FailureReason | None
+    failure_message: str | None
+
+
+@dataclass(frozen=True)
+class ControlPair:
+    method: ArmState
+    control: ArmState
+
+
+def _arm_state(session: Session, job_id: str, lock: bool = False) -> ArmState | None:
+    columns = (Job.id, Job.status, Job.attempt, Job.failure_reason, Job.failure_message)
+    stmt = select(*columns).where(Job.id == job_id)
+    row = session.execute(stmt.with_for_update() if lock else stmt).first()
+    if row is None:
+        return None
+    reason = FailureReason(row.failure_reason) if row.failure_reason else None
+    return ArmState(row.id, JobStatus(row.status), row.attempt, reason, row.failure_message)
+
+
+def method_job_of(session: Session, job_id: str) -> str | None:
+    """The method job of a pair that `job_id` belongs to (either arm); None for a job without a control."""
+    row = session.execute(select(Job.control_job_id, Job.control_of).where(Job.id == job_id)).first()
+    if row is None or (row.control_job_id is None and row.control_of is None):
+        return None
+    return job_id if row.control_job_id is not None else row.control_of
+
+
+def control_pair(session: Session, method_job_id: str, lock: bool = False) -> ControlPair | None:
+    """Both arms' states. With `lock`, the method's row is held until commit (Postgres: SELECT ... FOR UPDATE; SQLite:
+    a no-op write takes the database's write lock first), so the arms that finish concurrently conclude it once."""
+    if lock and session.get_bind().dialect.name != "postgresql":
+        _update(session, [Job.id == method_job_id], {"control_job_id": Job.control_job_id})
+    control_id = session.scalar(select(Job.control_job_id).where(Job.id == method_job_id))
+    method = _arm_state(session, method_job_id, lock)
+    control = _arm_state(session, control_id) if control_id else None
+    return None if method is None or control is None else ControlPair(method, control)
+
+
+def waiting_for_final_control(session: Session, limit: int = 100) -> list[str]:
+    """Method jobs still comparing although their control arm is final: the arm that finished last did not
+    conclude them (its process died, or the API cancelled a queued control). The sweeper concludes them."""
+    control = aliased(Job)
+    stmt = (
+        select(Job.id)
+        .join(control, control.id == Job.control_job_id)
+        .where(Job.status.in_(list(WAITING_STATUSES)), control.status.in_(list(FINAL_STATUSES)))
+        .order_by(Job.updated_at)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
 
 
 # --- worker: the sweeper ----------------------------------------------------------------------------------------

@@ -74,6 +74,12 @@ class JobOut(BaseModel):
     progress: Progress
     queue_info: QueueInfo | None = Field(None, description="Present while the job is queued.")
     resume_checkpoint_step: int | None = Field(None, description="The next attempt resumes from this checkpoint.")
+    control_job_id: str | None = Field(
+        None,
+        description="evaluation.control: this job's control arm (the same job with kd_sources none). The job waits "
+        "in `comparing` until the control is final, then reports the lift over it.",
+    )
+    control_of: str | None = Field(None, description="Set on a control arm: the job it is the control of.")
     cancel_requested_at: datetime | None = None
     failure_reason: FailureReason | None = None
     failure_message: str | None = None

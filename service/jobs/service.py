@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from sqlalchemy.orm import Session
 
+from lingudistill.evaluation.compare import control_spec
 from lingudistill.spec import JobSpec
 from service.auth import Principal
 from service.datasets import repository as datasets_repository
@@ -25,6 +26,7 @@ from service.errors import (
     ReportNotReady,
     UriNotAllowed,
 )
+from service.jobs import control as control_arm
 from service.jobs import repository
 from service.jobs.schemas import (
     CheckpointFile,
@@ -80,8 +82,27 @@ def _may_dispatch(session: Session, principal: Principal, tenant_id: str, settin
 def create_job(
     session: Session, principal: Principal, spec: JobSpec, settings: Settings, buffer: DispatchBuffer
 ) -> Job:
+    """The job, queued; with evaluation.control also its control arm (service.jobs.control), in the same
+    transaction and from the same resolved spec (so the same seed and data order). Each arm is one job against the
+    tenant's limit while it is queued or running, dispatched or held on its own."""
     check_uris(session, principal, spec, settings)
     resolved = spec.resolved()
+    job = _queue_job(session, principal, resolved, settings, buffer)
+    if resolved.evaluation.control:
+        control = _queue_job(session, principal, control_spec(resolved), settings, buffer, control_of=job.id)
+        job.control_job_id = control.id
+        session.flush()
+    return job
+
+
+def _queue_job(
+    session: Session,
+    principal: Principal,
+    resolved: JobSpec,
+    settings: Settings,
+    buffer: DispatchBuffer,
+    control_of: str | None = None,
+) -> Job:
     dispatch = _may_dispatch(session, principal, principal.tenant_id, settings)
     now = utcnow()
     job = Job(
@@ -99,32 +120,59 @@ def create_job(
         updated_at=now,
         dispatched_at=now if dispatch else None,
         held_reason=None if dispatch else "tenant_limit",
+        control_of=control_of,
     )
     repository.add_job(session, job)
     if dispatch:
         buffer.add(job.id, job.queue, job.priority)
-    repository.append_event(session, job.id, 0, "status", {"status": "queued", "held": not dispatch})
+    event = {"status": "queued", "held": not dispatch} | ({"control_of": control_of} if control_of else {})
+    repository.append_event(session, job.id, 0, "status", event)
     return job
 
 
 def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
+    """Cancel the job; a job's control arm is cancelled with it. Cancelling a control arm alone fails its method
+    job once that is waiting for it (service.jobs.control)."""
     job = load_job(session, principal, job_id)
     if job.status in (JobStatus.cancelling, JobStatus.cancelled):
         return job
     if job.status in FINAL_STATUSES:
         raise InvalidTransition(f"a {job.status.value} job cannot be cancelled")
-    if repository.cancel_queued(session, job.id):
-        repository.append_event(session, job.id, job.attempt, "status", {"status": "cancelled", "by": "user"})
-    elif repository.request_cancel(session, job.id):
-        repository.append_event(session, job.id, job.attempt, "status", {"status": "cancelling", "by": "user"})
+    _cancel(session, job)
+    control = _control_of(session, principal, job)
+    if control is not None and control.status not in FINAL_STATUSES | {JobStatus.cancelling}:
+        _cancel(session, control)
+    if job.control_of is not None:
+        control_arm.settle_in_session(session, job.id)
     session.refresh(job)
     return job
 
 
+def _cancel(session: Session, job: Job) -> None:
+    if repository.cancel_queued(session, job.id):
+        repository.append_event(session, job.id, job.attempt, "status", {"status": "cancelled", "by": "user"})
+    elif repository.request_cancel(session, job.id):
+        repository.append_event(session, job.id, job.attempt, "status", {"status": "cancelling", "by": "user"})
+
+
+def _control_of(session: Session, principal: Principal, job: Job) -> Job | None:
+    return None if job.control_job_id is None else repository.get_job(session, principal, job.control_job_id)
+
+
 def retry_job(session: Session, principal: Principal, job_id: str, settings: Settings, buffer: DispatchBuffer) -> Job:
+    """A new attempt of a failed or cancelled job; a job's control arm is retried with it when it failed or was
+    cancelled too (a succeeded control is kept: the lift is computed again when the job's run ends)."""
     job = load_job(session, principal, job_id)
     if job.status not in (JobStatus.failed, JobStatus.cancelled):
         raise InvalidTransition(f"only failed or cancelled jobs can be retried; this one is {job.status.value}")
+    _retry(session, principal, job, settings, buffer)
+    control = _control_of(session, principal, job)
+    if control is not None and control.status in (JobStatus.failed, JobStatus.cancelled):
+        _retry(session, principal, control, settings, buffer)
+    return job
+
+
+def _retry(session: Session, principal: Principal, job: Job, settings: Settings, buffer: DispatchBuffer) -> Job:
     max_attempts = job.attempt + settings.max_attempts  # a retry gets a fresh budget of attempts
 
     def requeue(session: Session, job_id: str, dispatch: bool) -> bool:
@@ -292,6 +340,8 @@ def job_view(job: Job, queue_info: QueueInfo | None = None, *, with_spec: bool =
         progress=progress_of(job),
         queue_info=queue_info,
         resume_checkpoint_step=job.resume_checkpoint_step,
+        control_job_id=job.control_job_id,
+        control_of=job.control_of,
         cancel_requested_at=job.cancel_requested_at,
         failure_reason=job.failure_reason,
         failure_message=redact_paths(job.failure_message) if job.failure_message else None,

@@ -31,6 +31,7 @@ STATUSES: dict[JobStatus, FineTuningStatus] = {
     JobStatus.validating: "validating_files",
     JobStatus.running: "running",
     JobStatus.evaluating: "running",  # the final scoring is part of the run to an OpenAI client
+    JobStatus.comparing: "running",  # so is the wait for the control arm's lift
     JobStatus.pausing: "pausing",  # OpenAI's own names for the two
     JobStatus.paused: "paused",
     JobStatus.succeeded: "succeeded",

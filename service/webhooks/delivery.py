@@ -63,6 +63,10 @@ def payload_of(row: EventRow, type: str) -> dict[str, Any]:
     data |= {"attempt": event.attempt, **redact_data(event.data)}  # no worker path leaves in a webhook either
     if type == "job.succeeded":
         data["report_passed"] = row.report_passed
+    if row.control_job_id is not None:
+        data["control_job_id"] = row.control_job_id
+    if row.control_of is not None:  # a control arm's webhook names the job it is the control of
+        data["control_of"] = row.control_of
     data["links"] = {"job": f"/v1/jobs/{event.job_id}", "report": f"/v1/jobs/{event.job_id}/report"}
     return {"type": type, "timestamp": event.created_at.isoformat(), "data": data}
 

@@ -73,6 +73,8 @@ class EventRow:
     tenant_id: str
     job_name: str
     report_passed: bool | None
+    control_job_id: str | None = None  # evaluation.control: the job's control arm
+    control_of: str | None = None  # on a control arm: its method job
 
 
 def lock_cursor(session: Session, name: str) -> WebhookCursor | None:
@@ -95,16 +97,18 @@ def _create_cursor(session: Session, name: str) -> WebhookCursor:
 
 
 def relevant_events(session: Session, after: int, limit: int) -> list[EventRow]:
-    """Final-status and checkpoint events after `after`, with their job's tenant, name and report verdict."""
+    """Final-status and checkpoint events after `after`, with their job's tenant, name, report verdict and the
+    other arm of a job with a control."""
     final = and_(JobEvent.type == "status", JobEvent.data["status"].as_string().in_(FINAL_STATUS_VALUES))
+    passed = Job.report["passed"].as_boolean()
     stmt = (
-        select(JobEvent, Job.tenant_id, Job.name, Job.report["passed"].as_boolean())
+        select(JobEvent, Job.tenant_id, Job.name, passed, Job.control_job_id, Job.control_of)
         .join(Job, Job.id == JobEvent.job_id)
         .where(JobEvent.id > after, or_(JobEvent.type == "checkpoint", final))
         .order_by(JobEvent.id)
         .limit(limit)
     )
-    return [EventRow(event, tenant, name, passed) for event, tenant, name, passed in session.execute(stmt)]
+    return [EventRow(*row) for row in session.execute(stmt)]
 
 
 def settled_horizon(session: Session, after: int, before: datetime) -> int | None:
