@@ -431,6 +431,11 @@ def print_verdict(job: JobOut, report: Report | None, code: int) -> None:
         err(f"job {job.id} {job.status.value}{reason}" + (f" - {job.failure_message}" if job.failure_message else ""))
     elif report is None:
         err(f"job {job.id} succeeded; it has no report (no evaluation configured), so no gates")
+    lift = (report.model_extra or {}).get("lift") if report else None
+    if lift:  # evaluation.control: the job against its control arm
+        mean = lift["mean_recovery"]
+        interval = f"{_num(mean['low'])} to {_num(mean['high'])}"
+        err(f"  lift over the control {job.control_job_id}: mean recovery {_num(mean['estimate'])} (95% {interval})")
     for gate in report.gates if report else []:
         result = "pass" if gate.passed else "FAIL"
         err(f"  gate {gate.name}: {result} (value {_num(gate.value)}, threshold {_num(gate.threshold)})")

@@ -65,6 +65,10 @@ def _status_text(data: dict[str, Any]) -> str:
     text = str(data.get("status", "?")).capitalize()
     if data.get("by") == "user":
         text += " by the user"
+    if data.get("control_of"):
+        text += f" as the control arm of {data['control_of']}"
+    if data.get("status") == "comparing":
+        text += ": trained and evaluated, waiting for the control arm to report the lift"
     if data.get("held"):
         text += " (held: the tenant's limit of active jobs is reached)"
     step = data.get("resume_from_step", data.get("resume_checkpoint_step"))
@@ -91,6 +95,20 @@ def _scores(scores: Any) -> str:
     if not isinstance(scores, dict):
         return str(scores)
     return ", ".join(f"{k} {v:.1%}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items())
+
+
+def _comparison(d: dict[str, Any]) -> str:
+    lift = d.get("mean_recovery_lift") or {}
+
+    def signed(value: Any) -> str:
+        return "n/a" if value is None else f"{value:+.3f}"
+
+    interval = f"95% interval {signed(lift.get('low'))} to {signed(lift.get('high'))}"
+    verdict = "passed" if d.get("passed") else "failed"
+    return (
+        f"Compared with the control arm {d.get('control_job_id')}: mean-recovery lift {signed(lift.get('estimate'))} "
+        f"({interval}); verdict {verdict}."
+    )
 
 
 def _training(d: dict[str, Any]) -> str:
@@ -121,6 +139,7 @@ _DESCRIBE: dict[str, tuple[Level, Callable[[dict[str, Any]], str]]] = {
         ),
     ),
     "training": ("info", _training),
+    "comparison": ("info", _comparison),
     "evaluation": ("info", lambda d: f"Evaluated at step {d.get('step')}: {_scores(d.get('scores'))}."),
     "stopping": ("warning", lambda d: f"Stopping the training process ({d.get('grace_s')} s to save a checkpoint)."),
     "stalled": (

@@ -177,6 +177,7 @@ def test_the_arm_that_ends_last_reports_the_lift(
     events = client.get(f"/v1/jobs/{method['id']}/events").json()["items"]
     comparison = next(e for e in events if e["type"] == "comparison")
     assert comparison["data"]["control_job_id"] == control["id"]
+    assert comparison["message"].startswith(f"Compared with the control arm {control['id']}: mean-recovery lift +0.357")
 
 
 def test_arms_that_cannot_be_compared_fail_the_job(client, control_body, sessions, storage, tmp_path):

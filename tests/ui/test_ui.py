@@ -360,6 +360,43 @@ def test_compare_lingudistill_with_plain_fine_tuning(page: Page, server: Server,
     assert not page.js_errors
 
 
+def test_a_job_with_a_control_arm_shows_the_lift_over_it(page: Page, server: Server, shoot: Any) -> None:
+    with server.client() as client:
+        base = client.get("/v1/jobs", params={"name": "ui-lingudistill"}).json()["items"][0]
+    _open(page, server, f"/new?from={base['id']}")
+    _heading(page, "New job")
+    _field(page, "name").fill("ui-with-control")
+    _field(page, "training.max_steps").fill("2")
+    control_box = _field(page, "evaluation.control")
+    expect(control_box).not_to_be_checked()
+    page.get_by_label(re.compile("^Control arm")).check()
+    _field(page, "evaluation.gates.min_lift").fill("-1")
+    page.get_by_role("button", name="Submit job").click()
+
+    expect(page).to_have_url(re.compile(r"#/jobs/job_"))
+    _heading(page, "ui-with-control")
+    arm_link = page.locator("#arm-link a")
+    expect(arm_link).to_have_text(re.compile(r"^job_"))
+    control_id = arm_link.inner_text()
+    expect(page.locator("#spec")).to_contain_text('"control": true')
+    expect(page.locator("#job-status .badge")).to_have_text("succeeded", timeout=2 * JOB_TIMEOUT_MS)
+    lift = page.locator("#method-vs-control #lift-table")
+    expect(lift.locator("tbody tr")).to_have_count(3)  # sums, colours, and the mean recovery
+    expect(lift.locator("tbody tr").first.locator("td").nth(4)).to_have_text(re.compile(r"^[+−]?\d+\.\d pp$"))
+    expect(lift.locator("tbody tr").first.locator("td").nth(5)).to_have_text(re.compile(r" pp to .* pp$"))
+    expect(lift.locator("tr", has_text="Mean recovery").locator("td").nth(5)).to_have_text(re.compile(r"( to |n/a)"))
+    expect(page.locator("#gates-table")).to_contain_text("min_lift")
+    shoot(page, "job-control")
+
+    arm_link.click()
+    expect(page).to_have_url(re.compile(f"#/jobs/{control_id}$"))
+    _heading(page, "ui-with-control-control")
+    expect(page.locator("#arm-link")).to_contain_text("This is the control arm")
+    expect(page.locator("#spec")).to_contain_text('"kd_sources": "none"')
+    expect(page.locator("#method-vs-control")).to_have_count(0)
+    assert not page.js_errors
+
+
 def _legend_values_along(page: Page, chart_id: str, steps: int) -> list[list[str]]:
     """The values the legend shows under the cursor at each step, left to right (what a user reads by hovering)."""
     plot = page.locator(f"{chart_id} .u-over")

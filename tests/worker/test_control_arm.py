@@ -75,6 +75,7 @@ def test_one_embedded_worker_runs_both_arms_and_submit_wait_fails_on_the_lift_ga
         result = CliRunner().invoke(submit, [*args, "--server", f"http://127.0.0.1:{port}", "--api-key", key])
 
         assert result.exit_code == EXIT_GATE_FAILED, (result.output, (tmp_path / "serve.log").read_text()[-3000:])
+        assert "lift over the control" in result.output
         job = client.get(f"/v1/jobs/{result.stdout.strip()}").json()
         assert job["status"] == "succeeded"  # only once the lift exists
         control = client.get(f"/v1/jobs/{job['control_job_id']}").json()

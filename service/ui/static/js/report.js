@@ -66,6 +66,19 @@ export function visionTable(report) {
   return table("Vision suites: scores in %, retention = after − before in percentage points (pp)", ["Suite", "Metric", "Items", "Before", "After", "Retention"], rows, "vision-table");
 }
 
+/** The job against its control arm (the same job without KD): the lift per suite and of the mean recovery, each
+ * with its 95% paired-bootstrap interval. An interval that lies above 0 is a lift the items support. */
+export function liftTable(report) {
+  const lift = report.lift;
+  const interval = (row) => (row.low === null || row.low === undefined ? h("span", { title: row.note || "" }, "n/a") : `${pointsChange(row.low)} to ${pointsChange(row.high)}`);
+  const rows = lift.suites.map((suite) => [suite.name, suite.kind, suite.n_items ?? "—", percent(suite.method), percent(suite.control), pointsChange(suite.estimate), interval(suite)]);
+  const mean = lift.mean_recovery;
+  rows.push([h("strong", {}, "Mean recovery"), "language", "", percent(mean.method), percent(mean.control), h("strong", {}, pointsChange(mean.estimate)), interval(mean)]);
+  const notes = [...lift.suites, mean].filter((row) => row.note).map((row) => h("li", {}, `${row.name || "mean recovery"}: ${row.note}`));
+  const caption = `Method against control: scores in %, lift = method − control in percentage points (pp), ${Math.round((lift.confidence ?? 0.95) * 100)}% paired bootstrap interval (${lift.n_resamples} resamples)`;
+  return h("div", {}, table(caption, ["Suite", "Kind", "Items", "Method", "Control", "Lift", "95% interval"], rows, "lift-table"), notes.length ? h("ul", { class: "notes small muted" }, notes) : null);
+}
+
 export function table(caption, headers, rows, id) {
   return h(
     "div",

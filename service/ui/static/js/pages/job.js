@@ -6,7 +6,7 @@ import { announce, bytes, clear, clock, duration, errorBox, h, number, statusBad
 import { describeEvent, eventLevel } from "../events.js";
 import { MetricSeries } from "../metrics.js";
 import { checkpointList, modelDownloads } from "../model.js";
-import { gatesTable, languageTable, verdict, visionTable } from "../report.js";
+import { gatesTable, languageTable, liftTable, verdict, visionTable } from "../report.js";
 
 const POLL_MS = 2000; // step, ETA and metrics are rows, not events: read them while the job is active
 const MAX_EVENTS_SHOWN = 300;
@@ -70,6 +70,7 @@ export async function renderJob(main, jobId) {
       timeCell(job.created_at),
       job.sweep_id ? h("span", { class: "muted", id: "job-sweep" }, " · arm ", h("code", {}, job.sweep_arm), " of ", h("a", { href: `#/sweeps/${job.sweep_id}` }, "its sweep")) : null,
       job.failure_message ? h("p", { class: "alert error small" }, `${job.failure_reason || "failed"}: ${job.failure_message}`) : null,
+      armLinks(job),
     );
     const cancellable = !FINAL.has(job.status) && job.status !== "cancelling";
     const retriable = job.status === "failed" || job.status === "cancelled";
@@ -165,6 +166,7 @@ export async function renderJob(main, jobId) {
       reportBox,
       verdict(report),
       gatesTable(report),
+      report.lift ? h("section", { id: "method-vs-control" }, h("h3", {}, "Method against control"), liftTable(report)) : null,
       report.language?.suites?.length ? languageTable(report) : null,
       report.vision?.suites?.length ? visionTable(report) : null,
       plots,
@@ -332,6 +334,17 @@ function problemsOnlyToggle(list) {
 function queueText(info) {
   const start = info.estimated_start_s === null || info.estimated_start_s === undefined ? "" : ` · starts in about ${duration(info.estimated_start_s)}`;
   return `Queued: ${info.reason}${start}`;
+}
+
+/** The other arm of a job with a control (evaluation.control), and what a comparing job waits for. */
+function armLinks(job) {
+  const link = (id) => h("a", { href: `#/jobs/${id}`, class: "mono" }, id);
+  if (job.control_job_id) {
+    const waiting = job.status === "comparing" ? " — trained and evaluated; the lift is reported once the control arm has finished" : "";
+    return h("p", { class: "small", id: "arm-link" }, "Control arm (the same job without distillation): ", link(job.control_job_id), waiting);
+  }
+  if (job.control_of) return h("p", { class: "small", id: "arm-link" }, "This is the control arm (no distillation) of ", link(job.control_of));
+  return null;
 }
 
 function section(title, id, ...content) {

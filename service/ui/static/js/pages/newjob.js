@@ -175,6 +175,11 @@ export async function renderNewJob(main) {
         text("evaluation.gates.min_recovery", "Gate: minimum mean recovery", initial.evaluation?.gates?.min_recovery ?? "", "Empty: no gate.", { inputmode: "decimal" }),
         text("evaluation.gates.max_vision_drop", "Gate: maximum vision drop", initial.evaluation?.gates?.max_vision_drop ?? "", "Empty: no gate.", { inputmode: "decimal" }),
       ),
+      field("f-evaluation-control", "Control arm: also run this job without distillation and report the lift over it", h("input", { type: "checkbox", checked: Boolean(initial.evaluation?.control) }), {
+        hint: "A second job with kd_sources none, the same seed, data order, steps and suites. Needs a language suite.",
+        loc: "evaluation.control",
+      }),
+      text("evaluation.gates.min_lift", "Gate: minimum lift over the control", initial.evaluation?.gates?.min_lift ?? "", "Lower bound of the 95% interval of the mean-recovery lift. Empty: no gate.", { inputmode: "decimal" }),
     ),
     section(
       "Resources and labels",
@@ -289,7 +294,9 @@ function collect(form, base) {
       gates: {
         min_recovery: optionalNumber("evaluation.gates.min_recovery"),
         max_vision_drop: optionalNumber("evaluation.gates.max_vision_drop"),
+        min_lift: optionalNumber("evaluation.gates.min_lift"),
       },
+      control: value("evaluation.control").checked,
     },
     resources: {
       ...(base?.resources || {}),
