@@ -364,7 +364,7 @@ def test_a_job_with_a_control_arm_shows_the_lift_over_it(page: Page, server: Ser
     with server.client() as client:
         base = client.get("/v1/jobs", params={"name": "ui-lingudistill"}).json()["items"][0]
     _open(page, server, f"/new?from={base['id']}")
-    _heading(page, "New job")
+    _heading(page, "New job from ui-lingudistill")
     _field(page, "name").fill("ui-with-control")
     _field(page, "training.max_steps").fill("2")
     control_box = _field(page, "evaluation.control")

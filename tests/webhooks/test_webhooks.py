@@ -100,6 +100,20 @@ def test_event_types_follow_each_endpoint_subscription(
     assert checkpoint.payload["data"]["step"] == 2
 
 
+def test_both_arms_of_a_job_with_a_control_are_announced_each_naming_the_other(
+    api: LinguDistillClient, receiver: ScriptedServer
+) -> None:
+    hook = api.create_webhook(f"{receiver.url}/pair", ["job.cancelled"])
+    spec = remote_spec(f"pair-{secrets.token_hex(3)}")
+    spec["evaluation"] = {"language": [{"name": "arc", "uri": "s3://eval/arc.jsonl"}], "control": True}
+    method = api.create_job(spec)
+    api.cancel_job(method.id)  # cancels its control arm too
+
+    delivered = {d.job_id: d.payload["data"] for d in settled_delivery(api, hook.id, count=2)}
+    assert delivered[method.id]["control_job_id"] == method.control_job_id
+    assert delivered[method.control_job_id]["control_of"] == method.id
+
+
 def test_tenants_see_and_receive_only_their_own(
     server: LiveServer,
     api: LinguDistillClient,
