@@ -35,7 +35,9 @@ JobId = Annotated[str, "job id"]
     response_description="The queued job (GET it for its queue position).",
     description="Validates the spec and the URIs it names, stores the resolved spec and queues the job. With an "
     "`Idempotency-Key` (remembered 24 h by default), the same key and body answer the same job as it is now, with "
-    "`Idempotent-Replayed: true`; a different body is 422; a duplicate sent while the first is in flight waits for it.",
+    "`Idempotent-Replayed: true`; a different body is 422; a duplicate sent while the first is in flight waits for it. "
+    "With `evaluation.control: true` a second job, its control arm (`kd_sources: none`, the same seed), is created "
+    "with it (`control_job_id`); the job waits in `comparing` for it, then its report has `control` and `lift`.",
 )
 def create_job(
     spec: JobSpec,
@@ -115,7 +117,8 @@ def get_job(job_id: JobId, session: SessionDep, principal: PrincipalDep, state: 
     response_model=JobOut,
     responses=problem_responses(404, 409),
     summary="Cancel a job",
-    description="queued or paused: cancelled at once; running or pausing: cancelling, then cancelled by the worker.",
+    description="queued, paused or comparing: cancelled at once; running or pausing: cancelling, then cancelled by the "
+    "worker. A job's control arm is cancelled with it.",
 )
 def cancel_job(job_id: JobId, session: SessionDep, principal: PrincipalDep, state: StateDep) -> JobOut:
     return service.detailed_view(session, service.cancel_job(session, principal, job_id), state.settings)
@@ -157,7 +160,8 @@ def resume_job(
     response_model=JobOut,
     responses=problem_responses(404, 409),
     summary="Retry a failed or cancelled job",
-    description="A new attempt, resuming from the last complete checkpoint.",
+    description="A new attempt, resuming from the last complete checkpoint. A job's control arm is retried with it "
+    "when it failed or was cancelled too.",
 )
 def retry_job(
     job_id: JobId, session: SessionDep, principal: PrincipalDep, state: StateDep, buffer: BufferDep
