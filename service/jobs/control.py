@@ -31,9 +31,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from lingudistill.evaluation.compare import CompareError
-from lingudistill.evaluation.lift import ItemMismatch
-from service.comparison import RunFilesMissing, compare_jobs, upload_combined_report
+from service.comparison import compare_jobs, upload_combined_report
 from service.db import session_scope
 from service.jobs import repository
 from service.jobs.repository import ControlPair
@@ -97,7 +95,8 @@ def conclude_from(pair: ControlPair, storage: Storage | None) -> Conclusion:
     assert storage is not None, "a succeeded control arm is compared through storage"
     try:
         report = compare_jobs(storage, pair.method.job_id, control.job_id)
-    except (CompareError, ItemMismatch, RunFilesMissing) as exc:
+    except (ValueError, LookupError) as exc:  # CompareError, ItemMismatch, RunFilesMissing, a malformed report;
+        # a storage outage is none of these: it propagates, the method keeps waiting and the sweeper tries again
         message = f"the job cannot be compared with its control arm {control.job_id}: {exc}"
         fields = {"failure_reason": FailureReason.bad_input, "failure_message": message[:4000]}
         return Conclusion(S.failed, control.status, fields)
