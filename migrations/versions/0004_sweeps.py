@@ -1,6 +1,6 @@
 """sweeps: a grid of arms over one base spec; jobs.sweep_id and jobs.sweep_arm (issue 13)
 
-Revision ID: 0004s
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-05 05:40:00
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0004s"
+revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,7 +1,7 @@
 """jobs.control_job_id / jobs.control_of: a job and its control arm (evaluation.control)
 
-Revision ID: 0004c
-Revises: 0004s
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-05 05:50:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004c"
-down_revision: str | None = "0004s"  # chained after the sweeps migration (both were 0003 children)
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
