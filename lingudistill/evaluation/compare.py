@@ -20,7 +20,7 @@ from typing import Any
 
 from lingudistill.evaluation.lift import DEFAULT_RESAMPLES
 from lingudistill.evaluation.report import ITEM_SCORES_FILE, Report, build_report, read_item_scores
-from lingudistill.evaluation.scoring import SuiteScore
+from lingudistill.evaluation.scores import SuiteScore
 from lingudistill.spec import JobSpec
 
 # what a control must share with its method run (JobSpec fields, dotted below the top level)

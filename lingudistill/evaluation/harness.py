@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Any
 
 from lingudistill.errors import UserInputError
-from lingudistill.evaluation.scoring import SuiteKind, SuiteScore
+from lingudistill.evaluation.scores import SuiteKind, SuiteScore
 from lingudistill.spec import HarnessSpec, SpecError, local_path
 
 PREFERRED_METRICS = ("acc_norm", "acc", "exact_match")

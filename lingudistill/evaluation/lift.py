@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from lingudistill.evaluation.scoring import SuiteScore
+from lingudistill.evaluation.scores import SuiteScore
 
 DEFAULT_RESAMPLES = 2000
 CONFIDENCE = 0.95

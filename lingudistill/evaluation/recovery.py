@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lingudistill.evaluation.scoring import SuiteScore
+from lingudistill.evaluation.scores import SuiteScore
 from lingudistill.spec import GatesSpec
 
 # scores are fractions in [0, 1]; a gate is compared with this slack so that 0.1 + 0.2 style rounding never flips it

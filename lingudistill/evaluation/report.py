@@ -30,7 +30,7 @@ from typing import Any
 from lingudistill.evaluation import plots
 from lingudistill.evaluation.lift import DEFAULT_RESAMPLES, lift_section
 from lingudistill.evaluation.recovery import evaluate_gates, language_rows, mean, recovery, vision_rows
-from lingudistill.evaluation.scoring import SuiteScore
+from lingudistill.evaluation.scores import SuiteScore
 from lingudistill.spec import JobSpec
 
 SCHEMA_VERSION = 1

@@ -31,3 +31,11 @@ def test_validating_an_upload_imports_no_torch(tmp_path, kind, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     result = subprocess.run([sys.executable, "-c", CHECK, str(path), kind], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_api_process_imports_no_torch():
+    """The API (control arms and sweeps compare stored reports) starts without torch: the comparison reads scores,
+    it scores nothing. A regression found when the control arm first imported the engine's comparison."""
+    probe = "import sys, service.app; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
