@@ -23,7 +23,7 @@ def test_a_sweep_page_shows_its_arms_sortable_with_the_best_and_the_control_high
     }
     body = {
         "base": api_spec(server.world, "ui-sweep", evaluation=evaluation),
-        "grid": {"method.kd_weight": [0.5, 2]},
+        "grid": {"method.kd_weight": [0.5, 1, 2]},  # three arms and the control
         "control": True,
         "select": {"metric": "language.sums.after", "mode": "max"},
     }
@@ -44,7 +44,7 @@ def test_a_sweep_page_shows_its_arms_sortable_with_the_best_and_the_control_high
     with server.client() as client:
         sweep = client.get(f"/v1/sweeps/{sweep_id}").json()
     rows = page.locator("#arms-table tbody tr")
-    expect(rows).to_have_count(3)
+    expect(rows).to_have_count(4)
     best = page.locator("#arms-table tr.arm-best")
     expect(best).to_have_count(1)
     expect(best).to_have_attribute("data-job-id", sweep["best_job_id"])
@@ -54,7 +54,7 @@ def test_a_sweep_page_shows_its_arms_sortable_with_the_best_and_the_control_high
     expect(control.locator(".tag-control")).to_have_text("control")
     expect(page.locator("#best-arm")).to_have_text(sweep["best_arm"])
     expect(page.locator("#sweep-lift")).to_contain_text("sums")
-    expect(page.locator("#sweep-loss .u-legend [data-series]")).to_have_count(3)
+    expect(page.locator("#sweep-loss .u-legend [data-series]")).to_have_count(4)
     expect(page.get_by_role("heading", level=1)).to_be_focused()  # as on every page: focus starts at the heading
     assert page.evaluate(UNLABELLED_CONTROLS) == []
 

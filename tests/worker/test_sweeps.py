@@ -1,4 +1,4 @@
-"""Issue 13's sweep end to end on real workers, Postgres, Redis and S3: `lingudistill sweep submit` submits two arms
+"""Issue 13's sweep end to end on real workers, Postgres, Redis and S3: `lingudistill sweep submit` submits three arms
 and a control through the REST API, the arms train, the worker finishes the sweep when the last arm ends (best arm,
 lift over the control with an interval), and the retried step (`--wait --junit --download`, same idempotency key)
 follows the same sweep to the best arm's verdict and model."""
@@ -47,7 +47,7 @@ def test_a_sweep_with_a_control_runs_to_the_end_and_names_its_best_arm_with_a_li
         yaml.safe_dump(
             {
                 "base": base,
-                "grid": {"method.kd_weight": [0.5, 2.0]},
+                "grid": {"method.kd_weight": [0.5, 1.0, 2.0]},  # three arms and the control
                 "control": True,
                 "select": {"metric": "language.sums.after", "mode": "max"},
             }
@@ -79,7 +79,12 @@ def test_a_sweep_with_a_control_runs_to_the_end_and_names_its_best_arm_with_a_li
         live.stop()
 
     assert done["status"] == "succeeded", done
-    assert [a["label"] for a in done["arms"]] == ["method.kd_weight=0.5", "method.kd_weight=2.0", "control"]
+    assert [a["label"] for a in done["arms"]] == [
+        "method.kd_weight=0.5",
+        "method.kd_weight=1.0",
+        "method.kd_weight=2.0",
+        "control",
+    ]
     assert {a["status"] for a in done["arms"]} == {"succeeded"}
     arms = [a for a in done["arms"] if not a["is_control"]]
     best = max(arms, key=lambda a: a["metric"])  # the first of equals, as the sweep chooses
