@@ -5,15 +5,10 @@ deadlock: the job waits for its control without holding the worker), and on Post
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from click.testing import CliRunner
 
@@ -22,9 +17,8 @@ from service.lifecycle import JobStatus
 from service.models import Job
 from service.storage_layout import artifact_key
 from tests.engine.conftest import NUMBERS
-from tests.service.conftest import free_port
-from tests.worker.conftest import ROOT, Stack, job_spec, wait_until
-from tests.worker.test_embedded import _key, _up
+from tests.worker.conftest import Stack, job_spec
+from tests.worker.test_embedded import serve_embedded
 
 EXIT_GATE_FAILED = 1
 
@@ -55,24 +49,12 @@ def assert_lift_reported(report: dict[str, Any], control_job_id: str) -> None:
 def test_one_embedded_worker_runs_both_arms_and_submit_wait_fails_on_the_lift_gate(
     tiny_world: Path, tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LINGUDISTILL_")}
-    env.update(
-        PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", LINGUDISTILL_DATA_DIR=str(tmp_path / "data"),
-        LINGUDISTILL_ALLOWED_LOCAL_ROOTS=json.dumps([str(tiny_world)]),
-    )  # fmt: skip
-    command = [sys.executable, "-c", "from service.cli import serve; serve()", "--port", str(port)]
-    log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen([*command, "--embedded-workers", "1"], cwd=ROOT, env=env, stdout=log, stderr=log)
-    try:
-        key = _key(tmp_path)
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"})
-        wait_until(lambda: _up(client), 60, "the server")
+    with serve_embedded(tiny_world, tmp_path) as (_, client, key):
         spec_path = tmp_path / "spec.yaml"
         spec_path.write_text(yaml.safe_dump(control_job(tiny_world, "gpu", min_lift=100.0)))  # cannot be met
         junit = tmp_path / "junit.xml"
         args = [str(spec_path), "--wait", "--junit", str(junit), "--poll-interval", "0.5", "--timeout", "400"]
-        result = CliRunner().invoke(submit, [*args, "--server", f"http://127.0.0.1:{port}", "--api-key", key])
+        result = CliRunner().invoke(submit, [*args, "--server", str(client.base_url).rstrip("/"), "--api-key", key])
 
         assert result.exit_code == EXIT_GATE_FAILED, (result.output, (tmp_path / "serve.log").read_text()[-3000:])
         assert "lift over the control" in result.output
@@ -90,9 +72,6 @@ def test_one_embedded_worker_runs_both_arms_and_submit_wait_fails_on_the_lift_ga
         statuses = [e["data"]["status"] for e in client.get(f"/v1/jobs/{job['id']}/events").json()["items"]
                     if e["type"] == "status"]  # fmt: skip
         assert statuses[-2:] == ["comparing", "succeeded"]
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(30)
 
 
 def test_two_slots_run_the_arms_side_by_side(stack: Stack, shared_worker: Any, tiny_world: Path) -> None:

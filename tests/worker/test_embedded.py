@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,7 +20,10 @@ from tests.service.conftest import free_port
 from tests.worker.conftest import ROOT, job_spec, pid_alive, wait_until
 
 
-def test_serve_runs_a_job_with_embedded_workers(tiny_world: Path, tmp_path: Path) -> None:
+@contextmanager
+def serve_embedded(tiny_world: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, httpx.Client, str]]:
+    """`lingudistill serve --embedded-workers 1` with no LINGUDISTILL_ variables but the data folder and the world's
+    root: the server process, a client with a fresh key (its base_url is the server's) and that key; SIGINT after."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINGUDISTILL_")}
     env.update(
@@ -29,24 +34,28 @@ def test_serve_runs_a_job_with_embedded_workers(tiny_world: Path, tmp_path: Path
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen([*command, "--embedded-workers", "1"], cwd=ROOT, env=env, stdout=log, stderr=log)
     try:
-        headers = {"Authorization": f"Bearer {_key(tmp_path)}"}
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers)
+        key = _key(tmp_path)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"})
         wait_until(lambda: _up(client), 60, "the server")
+        yield server, client, key
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
+
+
+def test_serve_runs_a_job_with_embedded_workers(tiny_world: Path, tmp_path: Path) -> None:
+    with serve_embedded(tiny_world, tmp_path) as (server, client, _):
         response = client.post("/v1/jobs", json=job_spec(tiny_world, "gpu"))
         assert response.status_code == 201, response.text
         job_id = response.json()["id"]
 
         final = wait_until(lambda: _final(client, job_id), 120, "the job to finish", interval=0.5)
-
         assert final["status"] == "succeeded", final
         checkpoints = client.get(f"/v1/jobs/{job_id}/checkpoints").json()
         assert [c["step"] for c in checkpoints["items"]] == [2, 4]
         assert (tmp_path / "data" / "storage" / "jobs" / job_id / "model" / "config.json").is_file()
         workers = _worker_pids(server.pid)
         assert len(workers) == 1
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(30)
     assert not any(pid_alive(pid) for pid in workers)  # stopped with the server
 
 
